@@ -1,0 +1,2 @@
+//! The `warden` binary: a thin command-line edge over the library crates.
+fn main() {}
