@@ -1,0 +1,704 @@
+//! The agent's DogStatsD time sampler: 10-second buckets per context, flushed into series and
+//! sketches (`specs/dogstatsd.md` §7, Datadog `pkg/aggregator/time_sampler.go`,
+//! `pkg/metrics/{counter,histogram,set}.go`).
+//!
+//! Why it looks like this:
+//! * **Contexts** (name + metric type + host + tag set) are interned once: the hot path hashes
+//!   the borrowed name/tags/host and only allocates when a context is new. The tag set is
+//!   order-insensitive and de-duplicated (the agent's context key is too); reserved tags
+//!   (`host:`, `dd.internal.*`) are stripped, `host:` overrides the configured hostname, empty
+//!   tags are dropped, `extra_tags` are added. Context identity is a 64-bit hash checked
+//!   against the stored name, type, host and tag count, like the agent's `ckey` (a full 64-bit
+//!   collision on the tags of the same name/host would merge two contexts).
+//! * **Buckets** start at `ts - ts % 10` of the `now` given to [`Aggregator::insert`]; a flush at
+//!   `now` closes every bucket that ended at or before the start of the current bucket, and
+//!   stamps points with the bucket start.
+//! * **Types**: gauge → last value (GAUGE); count → `Σ value/rate` sent as RATE `sum/10`, then 0
+//!   for every following bucket whose start is before `last sample + expiry_seconds`, then the
+//!   counter is forgotten; histogram/timing → exact weighted samples (`weight = trunc(1/rate)`)
+//!   giving `.max .median .avg .count(RATE count/10) .min .sum` and `.<p>percentile` with the
+//!   agent's index rules; set → distinct members (GAUGE); distribution → one [`DDSketch`] per
+//!   (bucket, context), inserted with the sample rate.
+//! * **Timestamped samples** (`|T`) skip aggregation: gauges and counts come back in
+//!   [`Flushed::late`] with their own timestamp (counts as COUNT `value/rate`); other types are
+//!   dropped and counted, as in the agent's no-aggregation pipeline.
+//!
+//! Documented deviations: a sample rate outside `(0, 1]` (or NaN) counts as 1 for every type
+//! (the agent only does that for sketches and rate 0); non-finite values are dropped for every
+//! type (the agent drops them for sketches and fails later for the rest); contexts unused for
+//! [`CONTEXT_EXPIRY_SECONDS`] that hold no data are forgotten.
+
+use std::collections::BTreeMap;
+use std::hash::Hasher;
+
+use rustc_hash::{FxHashMap, FxHashSet, FxHasher};
+use warden_model::{DDSketch, MetricKind, Point, Series, SketchSeries};
+
+use crate::parse::{Metric, MetricType, Tags, is_reserved_tag};
+
+/// Width of a bucket, seconds.
+pub const BUCKET_SECONDS: i64 = 10;
+/// A context that received nothing for this long and holds no data is forgotten (the agent's
+/// `dogstatsd_context_expiry_seconds` default).
+pub const CONTEXT_EXPIRY_SECONDS: i64 = 20;
+
+/// Aggregator settings (agent config names in brackets).
+#[derive(Clone, Debug, PartialEq)]
+pub struct AggregatorConfig {
+    /// Host attached to every context without a `host:` tag (`hostname`). Empty = no host.
+    pub hostname: String,
+    /// `max`, `median`, `avg`, `count`, `min`, `sum`; other names are ignored
+    /// (`histogram_aggregates`, default `max median avg count`).
+    pub histogram_aggregates: Vec<String>,
+    /// Quantiles in `[0, 1]`, named `int(p*100+0.5)percentile`; others are ignored
+    /// (`histogram_percentiles`, default `0.95`).
+    pub histogram_percentiles: Vec<f64>,
+    /// How long a silent counter keeps reporting 0 (`dogstatsd_expiry_seconds`, default 300).
+    pub expiry_seconds: i64,
+    /// Tags added to every series and sketch (`dogstatsd_tags`).
+    pub extra_tags: Vec<String>,
+}
+
+impl Default for AggregatorConfig {
+    fn default() -> Self {
+        Self {
+            hostname: String::new(),
+            histogram_aggregates: ["max", "median", "avg", "count"].map(String::from).to_vec(),
+            histogram_percentiles: vec![0.95],
+            expiry_seconds: 300,
+            extra_tags: Vec::new(),
+        }
+    }
+}
+
+/// Everything a flush produced.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Flushed {
+    /// Gauges, rates and histogram aggregates, one series per (context, suffix) with one point
+    /// per closed bucket, sorted by name, then tags, then host.
+    pub series: Vec<Series>,
+    /// Distributions, one entry per context with one sketch per closed bucket, same order.
+    pub sketches: Vec<SketchSeries>,
+    /// Timestamped (`|T`) gauges and counts received since the previous flush, in arrival order.
+    pub late: Vec<Series>,
+}
+
+/// Counters for the agent's telemetry.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AggregatorStats {
+    /// Metric messages given to [`Aggregator::insert`].
+    pub messages: u64,
+    /// Values (after unpacking) accepted into a bucket or the late list.
+    pub values: u64,
+    /// Values dropped because they were NaN or ±Inf.
+    pub dropped_non_finite: u64,
+    /// Timestamped samples of a type the no-aggregation path does not carry (h, ms, s, d).
+    pub dropped_timestamped: u64,
+    /// Contexts created since start.
+    pub contexts_created: u64,
+    /// Contexts forgotten since start.
+    pub contexts_expired: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum HistAgg {
+    Max,
+    Min,
+    Median,
+    Avg,
+    Sum,
+    Count,
+}
+
+impl HistAgg {
+    fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "max" => Self::Max,
+            "min" => Self::Min,
+            "median" => Self::Median,
+            "avg" => Self::Avg,
+            "sum" => Self::Sum,
+            "count" => Self::Count,
+            _ => return None,
+        })
+    }
+
+    fn suffix(self) -> &'static str {
+        match self {
+            Self::Max => ".max",
+            Self::Min => ".min",
+            Self::Median => ".median",
+            Self::Avg => ".avg",
+            Self::Sum => ".sum",
+            Self::Count => ".count",
+        }
+    }
+}
+
+struct Context {
+    key: u64,
+    name: Box<str>,
+    host: Box<str>,
+    /// Sorted, de-duplicated, extra tags included.
+    tags: Vec<String>,
+    /// Number of distinct non-reserved sample tags (collision check).
+    sample_tag_count: u32,
+    metric_type: MetricType,
+    last_seen: i64,
+}
+
+#[derive(Default)]
+struct Hist {
+    samples: Vec<(f64, u64)>,
+    count: u64,
+}
+
+enum Acc {
+    Gauge(f64),
+    Count { sum: f64, last_ts: i64 },
+    Hist(Hist),
+    Set(FxHashSet<Box<str>>),
+    Dist(DDSketch),
+}
+
+/// The 10-second DogStatsD aggregator. Not thread-safe by design: one per worker, or behind
+/// the caller's lock.
+pub struct Aggregator {
+    cfg: AggregatorConfig,
+    aggregates: Vec<HistAgg>,
+    /// `(percent, ".NNpercentile")`, sorted by percent, de-duplicated.
+    percentiles: Vec<(i64, String)>,
+    contexts: Vec<Option<Context>>,
+    free: Vec<u32>,
+    index: FxHashMap<u64, u32>,
+    buckets: BTreeMap<i64, FxHashMap<u32, Acc>>,
+    /// Counter contexts still reporting: id → timestamp of their last sample.
+    live_counters: FxHashMap<u32, i64>,
+    last_cutoff: Option<i64>,
+    late: Vec<Series>,
+    scratch: Vec<u64>,
+    stats: AggregatorStats,
+}
+
+#[inline]
+fn bucket_start(ts: i64) -> i64 {
+    ts - ts.rem_euclid(BUCKET_SECONDS)
+}
+
+#[inline]
+fn normalize_rate(rate: f64) -> f64 {
+    if rate > 0.0 && rate <= 1.0 { rate } else { 1.0 }
+}
+
+#[inline]
+fn hash_str(s: &str) -> u64 {
+    let mut h = FxHasher::default();
+    h.write(s.as_bytes());
+    // splitmix64 finaliser: Fx output is weak in the low bits, and these hashes are combined.
+    let mut z = h.finish().wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// Neumaier-compensated `Σ value*weight` (the agent uses compensated summation too).
+fn weighted_sum(samples: &[(f64, u64)]) -> f64 {
+    let (mut s, mut c) = (0.0f64, 0.0f64);
+    for &(v, w) in samples {
+        let x = v * w as f64;
+        let t = s + x;
+        if s.abs() >= x.abs() {
+            c += (s - t) + x;
+        } else {
+            c += (x - t) + s;
+        }
+        s = t;
+    }
+    s + c
+}
+
+impl Aggregator {
+    pub fn new(cfg: AggregatorConfig) -> Self {
+        let mut aggregates = Vec::new();
+        for a in &cfg.histogram_aggregates {
+            if let Some(a) = HistAgg::parse(a)
+                && !aggregates.contains(&a)
+            {
+                aggregates.push(a);
+            }
+        }
+        let mut pcts: Vec<i64> = cfg
+            .histogram_percentiles
+            .iter()
+            .filter(|p| (0.0..=1.0).contains(*p))
+            .map(|p| (p * 100.0 + 0.5) as i64)
+            .collect();
+        pcts.sort_unstable();
+        pcts.dedup();
+        let percentiles = pcts
+            .into_iter()
+            .map(|p| (p, format!(".{p}percentile")))
+            .collect();
+        Self {
+            cfg,
+            aggregates,
+            percentiles,
+            contexts: Vec::new(),
+            free: Vec::new(),
+            index: FxHashMap::default(),
+            buckets: BTreeMap::new(),
+            live_counters: FxHashMap::default(),
+            last_cutoff: None,
+            late: Vec::new(),
+            scratch: Vec::new(),
+            stats: AggregatorStats::default(),
+        }
+    }
+
+    pub fn config(&self) -> &AggregatorConfig {
+        &self.cfg
+    }
+
+    /// Live contexts (with data in an open bucket, a counter still reporting zeros, or used in
+    /// the last [`CONTEXT_EXPIRY_SECONDS`]).
+    pub fn context_count(&self) -> usize {
+        self.index.len()
+    }
+
+    pub fn stats(&self) -> AggregatorStats {
+        self.stats
+    }
+
+    /// Adds every value of one metric line received at `now` (UNIX seconds).
+    pub fn insert(&mut self, m: &Metric<'_>, now: i64) {
+        self.stats.messages += 1;
+        if let Some(ts) = m.timestamp {
+            self.insert_late(m, ts);
+            return;
+        }
+        let id = self.context_id(m, now);
+        let rate = normalize_rate(m.sample_rate);
+        let accs = self.buckets.entry(bucket_start(now)).or_default();
+        if let Some(member) = m.value.set_member() {
+            let acc = accs
+                .entry(id)
+                .or_insert_with(|| Acc::Set(FxHashSet::default()));
+            if let Acc::Set(set) = acc
+                && !set.contains(member)
+            {
+                set.insert(member.into());
+            }
+            self.stats.values += 1;
+            return;
+        }
+        for v in m.value.iter() {
+            if !v.is_finite() {
+                self.stats.dropped_non_finite += 1;
+                continue;
+            }
+            self.stats.values += 1;
+            match m.metric_type {
+                MetricType::Gauge => {
+                    accs.insert(id, Acc::Gauge(v));
+                }
+                MetricType::Count => {
+                    let acc = accs.entry(id).or_insert(Acc::Count {
+                        sum: 0.0,
+                        last_ts: now,
+                    });
+                    if let Acc::Count { sum, last_ts } = acc {
+                        *sum += v / rate;
+                        *last_ts = (*last_ts).max(now);
+                    }
+                }
+                MetricType::Histogram | MetricType::Timing => {
+                    let w = ((1.0 / rate) as u64).max(1);
+                    let acc = accs.entry(id).or_insert_with(|| Acc::Hist(Hist::default()));
+                    if let Acc::Hist(h) = acc {
+                        h.samples.push((v, w));
+                        h.count = h.count.saturating_add(w);
+                    }
+                }
+                MetricType::Distribution => {
+                    let acc = accs.entry(id).or_insert_with(|| Acc::Dist(DDSketch::new()));
+                    if let Acc::Dist(s) = acc {
+                        s.insert_with_rate(v, rate);
+                    }
+                }
+                MetricType::Set => {}
+            }
+        }
+    }
+
+    /// Timestamped gauges and counts received since the last call (also returned by
+    /// [`Self::flush`]); lets a caller forward them without waiting for a bucket to close.
+    pub fn take_late(&mut self) -> Vec<Series> {
+        std::mem::take(&mut self.late)
+    }
+
+    fn insert_late(&mut self, m: &Metric<'_>, ts: i64) {
+        let kind = match m.metric_type {
+            MetricType::Gauge => MetricKind::Gauge,
+            MetricType::Count => MetricKind::Count,
+            _ => {
+                self.stats.dropped_timestamped += 1;
+                return;
+            }
+        };
+        let rate = normalize_rate(m.sample_rate);
+        let (host, tags) = self.owned_identity(m.tags);
+        for v in m.value.iter() {
+            if !v.is_finite() {
+                self.stats.dropped_non_finite += 1;
+                continue;
+            }
+            self.stats.values += 1;
+            let value = if kind == MetricKind::Count {
+                v / rate
+            } else {
+                v
+            };
+            self.late.push(Series {
+                name: m.name.to_owned(),
+                tags: tags.clone(),
+                host: host.clone(),
+                kind,
+                interval: BUCKET_SECONDS,
+                unit: None,
+                source_type_name: None,
+                points: vec![Point {
+                    timestamp: ts,
+                    value,
+                }],
+            });
+        }
+    }
+
+    /// Host and sorted, de-duplicated tags (extra tags included) of a sample, owned.
+    fn owned_identity(&self, tags: Tags<'_>) -> (String, Vec<String>) {
+        let host = tags.host().unwrap_or(&self.cfg.hostname).to_owned();
+        let mut out: Vec<String> = tags
+            .user_tags()
+            .filter(|t| !t.is_empty())
+            .map(str::to_owned)
+            .chain(self.cfg.extra_tags.iter().cloned())
+            .collect();
+        out.sort_unstable();
+        out.dedup();
+        (host, out)
+    }
+
+    /// Finds or creates the context of `m`; allocation only on creation.
+    fn context_id(&mut self, m: &Metric<'_>, now: i64) -> u32 {
+        let host = m.tags.host().unwrap_or(&self.cfg.hostname);
+        self.scratch.clear();
+        for t in m.tags.iter() {
+            if !t.is_empty() && !is_reserved_tag(t) {
+                self.scratch.push(hash_str(t));
+            }
+        }
+        self.scratch.sort_unstable();
+        self.scratch.dedup();
+        let mut h = FxHasher::default();
+        h.write(m.name.as_bytes());
+        h.write_u8(0xff);
+        h.write_u8(m.metric_type as u8);
+        h.write(host.as_bytes());
+        h.write_u8(0xff);
+        for &t in &self.scratch {
+            h.write_u64(t);
+        }
+        let mut key = h.finish();
+        let tag_count = self.scratch.len() as u32;
+        loop {
+            match self.index.get(&key) {
+                None => break,
+                Some(&id) => {
+                    if let Some(Some(ctx)) = self.contexts.get_mut(id as usize)
+                        && &*ctx.name == m.name
+                        && ctx.metric_type == m.metric_type
+                        && &*ctx.host == host
+                        && ctx.sample_tag_count == tag_count
+                    {
+                        ctx.last_seen = ctx.last_seen.max(now);
+                        return id;
+                    }
+                    // Collision with a different context: probe the next key.
+                    key = key.wrapping_add(1);
+                }
+            }
+        }
+        let (host, tags) = self.owned_identity(m.tags);
+        let ctx = Context {
+            key,
+            name: m.name.into(),
+            host: host.into(),
+            tags,
+            sample_tag_count: tag_count,
+            metric_type: m.metric_type,
+            last_seen: now,
+        };
+        let id = match self.free.pop() {
+            Some(id) => {
+                self.contexts[id as usize] = Some(ctx);
+                id
+            }
+            None => {
+                self.contexts.push(Some(ctx));
+                (self.contexts.len() - 1) as u32
+            }
+        };
+        self.index.insert(key, id);
+        self.stats.contexts_created += 1;
+        id
+    }
+
+    /// Closes every bucket that ended at or before the start of the bucket containing `now`
+    /// and returns their series, sketches and the pending late samples.
+    pub fn flush(&mut self, now: i64) -> Flushed {
+        let cutoff = bucket_start(now);
+        let mut starts: Vec<i64> = self.buckets.range(..cutoff).map(|(&b, _)| b).collect();
+        if !self.live_counters.is_empty() {
+            // Empty buckets still carry zeros for live counters; zeros stop after expiry, so
+            // older gaps need no visit.
+            let oldest_useful = bucket_start(cutoff - self.cfg.expiry_seconds - BUCKET_SECONDS);
+            let mut b = self
+                .last_cutoff
+                .unwrap_or(cutoff - BUCKET_SECONDS)
+                .max(oldest_useful);
+            while b < cutoff {
+                starts.push(b);
+                b += BUCKET_SECONDS;
+            }
+            starts.sort_unstable();
+            starts.dedup();
+        }
+
+        let mut out = Emitter::default();
+        for b in starts {
+            let accs = self.buckets.remove(&b).unwrap_or_default();
+            for (&id, acc) in &accs {
+                let Some(Some(ctx)) = self.contexts.get(id as usize) else {
+                    continue;
+                };
+                self.emit(&mut out, id, ctx, b, acc);
+                if let Acc::Count { last_ts, .. } = acc {
+                    let e = self.live_counters.entry(id).or_insert(*last_ts);
+                    *e = (*e).max(*last_ts);
+                }
+            }
+            let expiry = self.cfg.expiry_seconds;
+            let contexts = &self.contexts;
+            self.live_counters.retain(|&id, &mut last| {
+                if accs.contains_key(&id) {
+                    return true;
+                }
+                if last + expiry > b {
+                    if let Some(Some(ctx)) = contexts.get(id as usize) {
+                        out.point(id, 0, ctx, "", MetricKind::Rate, None, b, 0.0);
+                    }
+                    true
+                } else {
+                    false
+                }
+            });
+        }
+        self.last_cutoff = Some(self.last_cutoff.map_or(cutoff, |c| c.max(cutoff)));
+        self.expire_contexts(now);
+
+        let mut flushed = out.finish();
+        flushed.late = std::mem::take(&mut self.late);
+        flushed
+    }
+
+    fn expire_contexts(&mut self, now: i64) {
+        let open: FxHashSet<u32> = self
+            .buckets
+            .values()
+            .flat_map(|accs| accs.keys().copied())
+            .collect();
+        for id in 0..self.contexts.len() {
+            let id32 = id as u32;
+            let expired = match &self.contexts[id] {
+                Some(ctx) => {
+                    ctx.last_seen + CONTEXT_EXPIRY_SECONDS <= now
+                        && !self.live_counters.contains_key(&id32)
+                        && !open.contains(&id32)
+                }
+                None => false,
+            };
+            if expired && let Some(ctx) = self.contexts[id].take() {
+                self.index.remove(&ctx.key);
+                self.free.push(id32);
+                self.stats.contexts_expired += 1;
+            }
+        }
+    }
+
+    fn emit(&self, out: &mut Emitter, id: u32, ctx: &Context, b: i64, acc: &Acc) {
+        let unit = (ctx.metric_type == MetricType::Timing).then_some("millisecond");
+        match acc {
+            Acc::Gauge(v) => out.point(id, 0, ctx, "", MetricKind::Gauge, None, b, *v),
+            Acc::Count { sum, .. } => out.point(
+                id,
+                0,
+                ctx,
+                "",
+                MetricKind::Rate,
+                None,
+                b,
+                sum / BUCKET_SECONDS as f64,
+            ),
+            Acc::Set(set) => {
+                out.point(id, 0, ctx, "", MetricKind::Gauge, None, b, set.len() as f64)
+            }
+            Acc::Dist(sketch) => out.sketch(id, ctx, b, sketch.clone()),
+            Acc::Hist(h) => self.emit_hist(out, id, ctx, b, h, unit),
+        }
+    }
+
+    fn emit_hist(
+        &self,
+        out: &mut Emitter,
+        id: u32,
+        ctx: &Context,
+        b: i64,
+        h: &Hist,
+        unit: Option<&'static str>,
+    ) {
+        if h.samples.is_empty() {
+            return;
+        }
+        let mut samples = h.samples.clone();
+        samples.sort_unstable_by(|a, b| a.0.total_cmp(&b.0));
+        let count = h.count;
+        let mut sum = None;
+        for (i, agg) in self.aggregates.iter().enumerate() {
+            let slot = 1 + i as u16;
+            let (kind, value) = match agg {
+                HistAgg::Max => (MetricKind::Gauge, samples[samples.len() - 1].0),
+                HistAgg::Min => (MetricKind::Gauge, samples[0].0),
+                HistAgg::Median => (MetricKind::Gauge, weighted_pick(&samples, (count - 1) / 2)),
+                HistAgg::Avg => {
+                    let s = *sum.get_or_insert_with(|| weighted_sum(&samples));
+                    (MetricKind::Gauge, s / count as f64)
+                }
+                HistAgg::Sum => (
+                    MetricKind::Gauge,
+                    *sum.get_or_insert_with(|| weighted_sum(&samples)),
+                ),
+                HistAgg::Count => (MetricKind::Rate, count as f64 / BUCKET_SECONDS as f64),
+            };
+            out.point(id, slot, ctx, agg.suffix(), kind, unit, b, value);
+        }
+        let base = 1 + self.aggregates.len() as u16;
+        for (i, (pct, suffix)) in self.percentiles.iter().enumerate() {
+            // The agent's index rule: first sample whose cumulative weight exceeds
+            // (p*count - 1) / 100 (integer division truncating toward zero).
+            let target = (i128::from(*pct) * i128::from(count) - 1) / 100;
+            let target = u64::try_from(target.max(0)).unwrap_or(u64::MAX);
+            let v = weighted_pick(&samples, target);
+            out.point(
+                id,
+                base + i as u16,
+                ctx,
+                suffix,
+                MetricKind::Gauge,
+                unit,
+                b,
+                v,
+            );
+        }
+    }
+}
+
+/// Value of the first sample whose cumulative weight exceeds `target` (last one otherwise).
+fn weighted_pick(sorted: &[(f64, u64)], target: u64) -> f64 {
+    let mut acc: u64 = 0;
+    for &(v, w) in sorted {
+        acc = acc.saturating_add(w);
+        if acc > target {
+            return v;
+        }
+    }
+    sorted.last().map_or(0.0, |s| s.0)
+}
+
+/// Groups points into one series per (context, suffix) and sketches per context.
+#[derive(Default)]
+struct Emitter {
+    series: Vec<Series>,
+    series_index: FxHashMap<(u32, u16), usize>,
+    sketches: Vec<SketchSeries>,
+    sketch_index: FxHashMap<u32, usize>,
+}
+
+impl Emitter {
+    #[allow(clippy::too_many_arguments)]
+    fn point(
+        &mut self,
+        id: u32,
+        slot: u16,
+        ctx: &Context,
+        suffix: &str,
+        kind: MetricKind,
+        unit: Option<&'static str>,
+        ts: i64,
+        value: f64,
+    ) {
+        let idx = *self.series_index.entry((id, slot)).or_insert_with(|| {
+            self.series.push(Series {
+                name: format!("{}{suffix}", ctx.name),
+                tags: ctx.tags.clone(),
+                host: ctx.host.to_string(),
+                kind,
+                interval: BUCKET_SECONDS,
+                unit: unit.map(str::to_owned),
+                source_type_name: None,
+                points: Vec::with_capacity(1),
+            });
+            self.series.len() - 1
+        });
+        self.series[idx].points.push(Point {
+            timestamp: ts,
+            value,
+        });
+    }
+
+    fn sketch(&mut self, id: u32, ctx: &Context, ts: i64, sketch: DDSketch) {
+        let idx = *self.sketch_index.entry(id).or_insert_with(|| {
+            self.sketches.push(SketchSeries {
+                name: ctx.name.to_string(),
+                tags: ctx.tags.clone(),
+                host: ctx.host.to_string(),
+                points: Vec::with_capacity(1),
+            });
+            self.sketches.len() - 1
+        });
+        self.sketches[idx].points.push((ts, sketch));
+    }
+
+    fn finish(mut self) -> Flushed {
+        for s in &mut self.series {
+            s.points.sort_by_key(|p| p.timestamp);
+        }
+        for s in &mut self.sketches {
+            s.points.sort_by_key(|p| p.0);
+        }
+        self.series.sort_by(|a, b| {
+            (&a.name, &a.tags, &a.host, a.kind as u8).cmp(&(
+                &b.name,
+                &b.tags,
+                &b.host,
+                b.kind as u8,
+            ))
+        });
+        self.sketches
+            .sort_by(|a, b| (&a.name, &a.tags, &a.host).cmp(&(&b.name, &b.tags, &b.host)));
+        Flushed {
+            series: self.series,
+            sketches: self.sketches,
+            late: Vec::new(),
+        }
+    }
+}
