@@ -47,7 +47,7 @@
 //! * No outbound probes: there is no NTP check (spec §10 security note).
 
 mod procfs;
-mod sys;
+pub(crate) mod sys;
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
