@@ -458,15 +458,28 @@ impl Aggregator {
     pub fn flush(&mut self, now: i64) -> Flushed {
         let cutoff = bucket_start(now);
         let mut starts: Vec<i64> = self.buckets.range(..cutoff).map(|(&b, _)| b).collect();
-        if !self.live_counters.is_empty() {
-            // Empty buckets still carry zeros for live counters; zeros stop after expiry, so
-            // older gaps need no visit.
-            let oldest_useful = bucket_start(cutoff - self.cfg.expiry_seconds - BUCKET_SECONDS);
-            let mut b = self
+        // Buckets without data still carry zeros for counters: visit every bucket from the
+        // previous cutoff (or the first data bucket) up to the last one a counter can still
+        // owe a zero to (`B < last sample + expiry`).
+        let mut max_last = self.live_counters.values().copied().max();
+        for accs in self.buckets.range(..cutoff).map(|(_, a)| a) {
+            for acc in accs.values() {
+                if let Acc::Count { last_ts, .. } = acc {
+                    max_last = Some(max_last.map_or(*last_ts, |m| m.max(*last_ts)));
+                }
+            }
+        }
+        if let Some(max_last) = max_last {
+            let first = self
                 .last_cutoff
-                .unwrap_or(cutoff - BUCKET_SECONDS)
-                .max(oldest_useful);
-            while b < cutoff {
+                .or_else(|| starts.first().copied())
+                .unwrap_or(cutoff - BUCKET_SECONDS);
+            let end = cutoff.min(
+                bucket_start(max_last.saturating_add(self.cfg.expiry_seconds - 1))
+                    .saturating_add(BUCKET_SECONDS),
+            );
+            let mut b = first;
+            while b < end {
                 starts.push(b);
                 b += BUCKET_SECONDS;
             }
@@ -503,6 +516,10 @@ impl Aggregator {
                 }
             });
         }
+        // A counter that owes no zero to any bucket from `cutoff` on is forgotten.
+        let expiry = self.cfg.expiry_seconds;
+        self.live_counters
+            .retain(|_, &mut last| last.saturating_add(expiry) > cutoff);
         self.last_cutoff = Some(self.last_cutoff.map_or(cutoff, |c| c.max(cutoff)));
         self.expire_contexts(now);
 
