@@ -203,7 +203,11 @@ async fn round_trip(extra: &str, expect_encoding: &str) {
         assert_eq!(r.header("dd-agent-payload").is_some(), proto, "{r:?}");
     }
 
-    assert_eq!(fwd.get(|t| &t.payloads_sent), 4);
+    // The receiver records before it answers; the forwarder counts after the answer.
+    assert!(
+        fwd.wait_telemetry(Duration::from_secs(5), |t| load(&t.payloads_sent) == 4)
+            .await
+    );
     assert_eq!(fwd.get(|t| &t.payloads_dropped), 0);
     assert_eq!(fwd.get(|t| &t.payloads_retried), 0);
     fwd.stop().await;
