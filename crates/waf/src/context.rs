@@ -158,8 +158,8 @@ pub(crate) fn walk<'v>(
             }
             for (k, child) in m {
                 path.push(Seg::Key(k.as_str()));
-                if src == Source::Keys
-                    && !(excl.len() > 0 && path_excluded(path, excl))
+                if src != Source::Values
+                    && !(!excl.is_empty() && path_excluded(path, excl))
                     && f(Leaf::Str(k), path)
                 {
                     path.pop();
@@ -187,9 +187,9 @@ pub(crate) fn walk<'v>(
             }
             false
         }
-        Value::String(s) if src == Source::Values => f(Leaf::Str(s), path),
+        Value::String(s) if src != Source::Keys => f(Leaf::Str(s), path),
         Value::Null => false,
-        other if src == Source::Values => f(Leaf::Scalar(other), path),
+        other if src != Source::Keys => f(Leaf::Scalar(other), path),
         _ => false,
     }
 }
@@ -644,7 +644,7 @@ fn eval_detector(
             };
             let mut count = 0u32;
             let mut timed_out = false;
-            walk(root, &mut path, Source::Values, excl, 0, &mut |leaf, p| {
+            walk(root, &mut path, Source::Both, excl, 0, &mut |leaf, p| {
                 count += 1;
                 if count % 64 == 0 && timer.check().is_err() {
                     timed_out = true;

@@ -410,6 +410,13 @@ impl Compiler {
                             std::cmp::Ordering::Equal
                         }
                     })
+                    .then_with(|| {
+                        if grouped {
+                            precedence(&a.id).cmp(&precedence(&b.id))
+                        } else {
+                            std::cmp::Ordering::Equal
+                        }
+                    })
             });
             let start = rules.len();
             let mut collections: Vec<(usize, Verdict, usize, usize)> = Vec::new();
@@ -607,6 +614,65 @@ impl Compiler {
             version,
         }
     }
+}
+
+/// Order of rules inside a waf-module collection as libddwaf 2.1.0 evaluates them for the
+/// Datadog ruleset 1.18.x. libddwaf's order there is an artefact of its containers and of an
+/// unstable sort, not a documented rule; since only the first matching rule of a type is
+/// reported, the order decides *which* rule id is reported (never whether a request is
+/// flagged). These pairs were measured on the CRS corpus (see docs/adr/0002-waf-engine.md);
+/// rules not listed keep the file order after the listed ones of their type.
+const LIBDDWAF_PRECEDENCE: &[&str] = &[
+    // command_injection
+    "dog-932-100",
+    "crs-932-171",
+    "crs-932-160",
+    // java_code_injection
+    "crs-944-130",
+    "crs-944-110",
+    "crs-944-100",
+    // js_code_injection
+    "sqr-000-002",
+    "crs-934-101",
+    "crs-934-100",
+    // lfi
+    "crs-930-100",
+    "crs-930-110",
+    "crs-930-120",
+    // php_code_injection
+    "crs-933-130",
+    "crs-933-150",
+    "crs-933-170",
+    "crs-933-160",
+    // sql_injection
+    "crs-942-160",
+    "crs-942-100",
+    "crs-942-280",
+    "crs-942-360",
+    "crs-942-500",
+    // ssrf
+    "sqr-000-013",
+    "sqr-000-001",
+    "sqr-000-012",
+    // xss
+    "crs-941-210",
+    "crs-941-170",
+    "crs-941-120",
+    "crs-941-350",
+    "crs-941-180",
+    "crs-941-390",
+    "crs-941-140",
+    "crs-941-230",
+    "crs-941-300",
+    "crs-941-110",
+    "crs-941-290",
+];
+
+fn precedence(id: &str) -> usize {
+    LIBDDWAF_PRECEDENCE
+        .iter()
+        .position(|x| *x == id)
+        .unwrap_or(usize::MAX)
 }
 
 fn obj(pairs: &[(&str, Value)]) -> Map<String, Value> {

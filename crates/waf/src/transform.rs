@@ -36,6 +36,8 @@ pub(crate) enum Source {
     #[default]
     Values,
     Keys,
+    /// Keys and values (detectors inspect both).
+    Both,
 }
 
 pub(crate) enum Parsed {
