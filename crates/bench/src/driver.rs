@@ -1,0 +1,665 @@
+//! The side-by-side DogStatsD benchmark (agent spec §9.2).
+//!
+//! For each repeat, for each framing mode, every receiver gets the same ladder of offered
+//! rates, back to back, so that the ratio between receivers is measured under the same
+//! machine conditions (the host is shared; absolute numbers drift, ratios drift much less).
+//! The receiver order alternates between repeats to cancel slow drift.
+//!
+//! Loss is what the kernel dropped on the receiver's socket (`/proc/net/udp` `drops`) plus,
+//! for the agent, what it dropped internally (its shipped `warden.agent.packets_dropped`),
+//! over the datagrams offered. A step passes when loss <= the threshold (0.05 %) and the
+//! socket queue has drained within the drain window. "Sustained" is the highest passing step's
+//! achieved line rate.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::generator::{Generator, SendStats};
+use crate::intake::{AgentCounters, Intake};
+use crate::payload::{self, Mode, Payload};
+use crate::procfs;
+use crate::receivers::{Kind, Receiver, Setup};
+use crate::sys;
+
+/// Options of one benchmark invocation.
+#[derive(Clone, Debug)]
+pub(crate) struct Opts {
+    pub(crate) receivers: Vec<Kind>,
+    pub(crate) modes: Vec<Mode>,
+    pub(crate) single_rates: Vec<f64>,
+    pub(crate) packed_rates: Vec<f64>,
+    pub(crate) step: Duration,
+    pub(crate) repeats: usize,
+    pub(crate) contexts: usize,
+    pub(crate) max_loss: f64,
+    pub(crate) generator_cpu: Option<usize>,
+    /// Seconds a fresh receiver gets before the first step.
+    pub(crate) warmup: Duration,
+    /// Longest wait for the socket queue to empty after a step.
+    pub(crate) drain: Duration,
+    /// Pause after each step so the agent's 1 s telemetry flush covers the step.
+    pub(crate) gap: Duration,
+    pub(crate) throughput: bool,
+    pub(crate) rss: bool,
+    pub(crate) idle: Duration,
+    pub(crate) rss_contexts: usize,
+    pub(crate) rss_rate: f64,
+    pub(crate) rss_load: Duration,
+    /// `testkit` or `http` (see `intake`).
+    pub(crate) intake: String,
+}
+
+/// One rung of the ladder.
+#[derive(Clone, Debug)]
+struct Step {
+    nominal: f64,
+    sent: SendStats,
+    kernel_drops: u64,
+    internal_drops: Option<f64>,
+    agent_packets: Option<f64>,
+    backlog_bytes: u64,
+    loss: f64,
+    cpu_pct: f64,
+    mem: procfs::Mem,
+    pass: bool,
+    sender_bound: bool,
+}
+
+impl Step {
+    fn to_json(&self) -> Value {
+        json!({
+            "nominal_lines_per_s": self.nominal,
+            "offered_lines_per_s": self.sent.lines_per_sec().round(),
+            "offered_datagrams_per_s": self.sent.datagrams_per_sec().round(),
+            "sent_datagrams": self.sent.datagrams,
+            "sent_lines": self.sent.lines,
+            "sent_bytes": self.sent.bytes,
+            "send_errors": self.sent.errors,
+            "generator_skipped_datagrams": self.sent.skipped,
+            "seconds": self.sent.elapsed.as_secs_f64(),
+            "kernel_drops": self.kernel_drops,
+            "agent_internal_drops": self.internal_drops,
+            "agent_packets_read": self.agent_packets,
+            "backlog_bytes_after_drain": self.backlog_bytes,
+            "loss": self.loss,
+            "cpu_pct": round1(self.cpu_pct),
+            "rss_kib": self.mem.rss_kib,
+            "hwm_kib": self.mem.hwm_kib,
+            "pass": self.pass,
+            "sender_bound": self.sender_bound,
+        })
+    }
+}
+
+/// One ladder for one receiver, mode and repeat.
+#[derive(Clone, Debug)]
+struct Sweep {
+    kind: Kind,
+    mode: Mode,
+    repeat: usize,
+    steps: Vec<Step>,
+    rcvbuf_observed: Option<u64>,
+    threads: Option<u64>,
+    /// Requests the agent's intake received during the sweep (proves it shipped).
+    intake_requests: Option<u64>,
+}
+
+impl Sweep {
+    /// The passing step with the highest achieved line rate.
+    fn sustained(&self) -> Option<&Step> {
+        self.steps
+            .iter()
+            .filter(|s| s.pass)
+            .max_by(|a, b| a.sent.lines_per_sec().total_cmp(&b.sent.lines_per_sec()))
+    }
+
+    /// True when the best passing step was limited by the generator, so the receiver's real
+    /// ceiling is higher than the figure.
+    fn sender_bound(&self) -> bool {
+        self.sustained().is_some_and(|s| s.sender_bound)
+            || self.steps.last().is_some_and(|s| s.pass && s.sender_bound)
+    }
+}
+
+fn round1(x: f64) -> f64 {
+    (x * 10.0).round() / 10.0
+}
+
+fn median(v: &mut [f64]) -> Option<f64> {
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    Some(if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    })
+}
+
+/// Human form of a line rate: 1.13M, 283k.
+pub(crate) fn human(x: f64) -> String {
+    if x >= 1e6 {
+        format!("{:.2}M", x / 1e6)
+    } else if x >= 1e3 {
+        format!("{:.0}k", x / 1e3)
+    } else {
+        format!("{x:.0}")
+    }
+}
+
+fn step_once(
+    rx: &mut Receiver,
+    generator: &mut Generator<'_>,
+    intake: Option<&Intake>,
+    nominal: f64,
+    opts: &Opts,
+) -> anyhow::Result<Step> {
+    let pid = rx.pid();
+    let clk = sys::clock_ticks();
+    let before_agent = intake.and_then(Intake::agent_counters);
+    let s0 = procfs::udp_sock(rx.port)
+        .ok_or_else(|| anyhow::anyhow!("socket 127.0.0.1:{} vanished", rx.port))?;
+    let c0 = procfs::cpu_ticks(pid).unwrap_or(0);
+    let sent = generator.run(nominal, opts.step);
+    // Let the receiver empty its queue; what it still holds after the drain window counts as
+    // "not keeping up".
+    let drain_start = Instant::now();
+    let mut s1 = procfs::udp_sock(rx.port).unwrap_or(s0);
+    while s1.rx_queue > 0 && drain_start.elapsed() < opts.drain {
+        std::thread::sleep(Duration::from_millis(10));
+        s1 = procfs::udp_sock(rx.port).unwrap_or(s1);
+    }
+    let c1 = procfs::cpu_ticks(pid).unwrap_or(c0);
+    let mem = procfs::mem(pid).unwrap_or_default();
+    rx.check_alive()?;
+    std::thread::sleep(opts.gap);
+    let after_agent = intake.and_then(Intake::agent_counters);
+    let delta = match (before_agent, after_agent) {
+        (Some(a), Some(b)) => Some(AgentCounters {
+            packets: b.packets - a.packets,
+            packets_dropped: b.packets_dropped - a.packets_dropped,
+            messages: b.messages - a.messages,
+            parse_errors: b.parse_errors - a.parse_errors,
+        }),
+        _ => None,
+    };
+    let kernel_drops = s1.drops.saturating_sub(s0.drops);
+    let internal = delta.map(|d| d.packets_dropped.max(0.0));
+    let lost = kernel_drops as f64 + internal.unwrap_or(0.0);
+    let loss = if sent.datagrams > 0 {
+        lost / sent.datagrams as f64
+    } else {
+        0.0
+    };
+    let cpu_pct = (c1.saturating_sub(c0)) as f64 / clk / sent.elapsed.as_secs_f64() * 100.0;
+    let sender_bound = sent.lines_per_sec() < 0.93 * nominal;
+    Ok(Step {
+        nominal,
+        sent,
+        kernel_drops,
+        internal_drops: internal,
+        agent_packets: delta.map(|d| d.packets),
+        backlog_bytes: s1.rx_queue,
+        loss,
+        cpu_pct,
+        mem,
+        pass: loss <= opts.max_loss && s1.rx_queue == 0 && sent.datagrams > 0,
+        sender_bound,
+    })
+}
+
+fn sweep(
+    kind: Kind,
+    mode: Mode,
+    repeat: usize,
+    payload: &Payload,
+    setup: &Setup,
+    rt: &tokio::runtime::Runtime,
+    opts: &Opts,
+) -> anyhow::Result<Sweep> {
+    let rates = match mode {
+        Mode::Single => &opts.single_rates,
+        Mode::Packed => &opts.packed_rates,
+    };
+    let tag = format!("{}-r{repeat}", mode.name());
+    // A fresh intake per agent sweep: the testkit keeps every payload it decodes, so one per
+    // sweep keeps the bench's own memory and copying bounded.
+    let intake = match kind {
+        Kind::Warden => Some(Intake::start(&opts.intake, rt)?),
+        _ => None,
+    };
+    let mut setup = setup.clone();
+    if let Some(i) = &intake {
+        setup.server_url = i.url();
+        setup.ca_file = i.ca_file();
+    }
+    let mut rx = Receiver::start(kind, &setup, &tag)?;
+    std::thread::sleep(opts.warmup);
+    let mut generator = Generator::new(rx.port, payload)?;
+    let mut steps = Vec::new();
+    let mut fails = 0;
+    eprintln!(
+        "  [{}] {} {} (rcvbuf {}):",
+        repeat + 1,
+        kind.name(),
+        mode.name(),
+        rx.rcvbuf_observed
+            .map(|b| b.to_string())
+            .unwrap_or_else(|| "?".into())
+    );
+    let mut threads = None;
+    for &rate in rates {
+        let st = step_once(&mut rx, &mut generator, intake.as_ref(), rate, opts)?;
+        threads = threads.or_else(|| procfs::threads(rx.pid()));
+        eprintln!(
+            "    offered {:>7} lines/s ({:>6.0} dgram/s): loss {:>8.4}% (kernel {}, agent {}), backlog {} B, cpu {:>5.1}%, rss {} KiB {}{}",
+            human(st.sent.lines_per_sec()),
+            st.sent.datagrams_per_sec(),
+            st.loss * 100.0,
+            st.kernel_drops,
+            st.internal_drops
+                .map(|d| format!("{d:.0}"))
+                .unwrap_or_else(|| "-".into()),
+            st.backlog_bytes,
+            st.cpu_pct,
+            st.mem.rss_kib,
+            if st.pass { "PASS" } else { "FAIL" },
+            if st.sender_bound {
+                " (sender-bound)"
+            } else {
+                ""
+            },
+        );
+        let pass = st.pass;
+        let loss = st.loss;
+        let sender_bound = st.sender_bound;
+        steps.push(st);
+        if pass {
+            fails = 0;
+        } else {
+            fails += 1;
+        }
+        // Stop climbing when it is clearly over: two failures in a row, heavy loss, or the
+        // generator cannot offer more.
+        if fails >= 2 || loss > 0.05 || sender_bound {
+            break;
+        }
+    }
+    let upstream = rx.upstream_activity();
+    if kind == Kind::Statsdproxy {
+        if let Some(u) = upstream {
+            eprintln!(
+                "    statsdproxy upstream socket: {} B queued, {} datagrams dropped (it forwards)",
+                u.rx_queue, u.drops
+            );
+        }
+    }
+    let rcvbuf_observed = rx.rcvbuf_observed;
+    rx.stop();
+    let intake_requests = intake.as_ref().map(Intake::requests);
+    Ok(Sweep {
+        intake_requests,
+        kind,
+        mode,
+        repeat,
+        steps,
+        rcvbuf_observed,
+        threads,
+    })
+}
+
+/// Memory of one receiver idle and under a many-context load.
+#[derive(Clone, Debug)]
+struct RssResult {
+    kind: Kind,
+    idle: procfs::Mem,
+    loaded: procfs::Mem,
+    load: SendStats,
+    load_kernel_drops: u64,
+    cpu_pct_loaded: f64,
+}
+
+fn rss_run(
+    kind: Kind,
+    payload: &Payload,
+    setup: &Setup,
+    rt: &tokio::runtime::Runtime,
+    opts: &Opts,
+) -> anyhow::Result<RssResult> {
+    let intake = match kind {
+        Kind::Warden => Some(Intake::start(&opts.intake, rt)?),
+        _ => None,
+    };
+    let mut setup = setup.clone();
+    if let Some(i) = &intake {
+        setup.server_url = i.url();
+        setup.ca_file = i.ca_file();
+    }
+    let mut rx = Receiver::start(kind, &setup, "rss")?;
+    std::thread::sleep(opts.idle);
+    rx.check_alive()?;
+    let idle = procfs::mem(rx.pid()).unwrap_or_default();
+    let mut generator = Generator::new(rx.port, payload)?;
+    let s0 = procfs::udp_sock(rx.port).unwrap_or_default();
+    let c0 = procfs::cpu_ticks(rx.pid()).unwrap_or(0);
+    let load = generator.run(opts.rss_rate, opts.rss_load);
+    let loaded = procfs::mem(rx.pid()).unwrap_or_default();
+    let c1 = procfs::cpu_ticks(rx.pid()).unwrap_or(c0);
+    let s1 = procfs::udp_sock(rx.port).unwrap_or(s0);
+    rx.check_alive()?;
+    rx.stop();
+    Ok(RssResult {
+        kind,
+        idle,
+        loaded,
+        load,
+        load_kernel_drops: s1.drops.saturating_sub(s0.drops),
+        cpu_pct_loaded: (c1.saturating_sub(c0)) as f64
+            / sys::clock_ticks()
+            / load.elapsed.as_secs_f64()
+            * 100.0,
+    })
+}
+
+fn mib(kib: u64) -> f64 {
+    kib as f64 / 1024.0
+}
+
+/// Runs the whole benchmark; prints progress to stderr and the result table to stdout and
+/// returns the JSON document.
+pub(crate) fn run(
+    opts: &Opts,
+    setup: &Setup,
+    rt: &tokio::runtime::Runtime,
+) -> anyhow::Result<Value> {
+    if let Some(cpu) = opts.generator_cpu {
+        sys::pin_current_thread(cpu)?;
+    }
+    let load_before = procfs::loadavg();
+    let started = std::time::SystemTime::now();
+    let mut sweeps: Vec<Sweep> = Vec::new();
+
+    if opts.throughput {
+        let payloads: Vec<(Mode, Payload)> = opts
+            .modes
+            .iter()
+            .map(|&m| Ok((m, payload::build(m, opts.contexts, 0x5eed)?)))
+            .collect::<anyhow::Result<_>>()?;
+        for (m, p) in &payloads {
+            eprintln!(
+                "payload {}: {} datagrams, {:.1} lines and {:.0} B per datagram, {} contexts",
+                m.name(),
+                p.datagrams.len(),
+                p.avg_lines_per_datagram(),
+                p.avg_datagram_bytes(),
+                p.contexts_covered
+            );
+        }
+        for repeat in 0..opts.repeats {
+            eprintln!(
+                "repeat {}/{} (load average {:?})",
+                repeat + 1,
+                opts.repeats,
+                procfs::loadavg()
+            );
+            for (mode, payload) in &payloads {
+                let mut order = opts.receivers.clone();
+                if repeat % 2 == 1 {
+                    order.reverse();
+                }
+                for kind in order {
+                    sweeps.push(sweep(kind, *mode, repeat, payload, setup, rt, opts)?);
+                }
+            }
+        }
+    }
+
+    let mut rss = Vec::new();
+    if opts.rss {
+        let p = payload::build(Mode::Packed, opts.rss_contexts, 0xbeef)?;
+        eprintln!(
+            "rss: idle {:?}, then {} contexts at {} lines/s for {:?}",
+            opts.idle,
+            p.contexts_covered,
+            human(opts.rss_rate),
+            opts.rss_load
+        );
+        for &kind in &opts.receivers {
+            let r = rss_run(kind, &p, setup, rt, opts)?;
+            eprintln!(
+                "  {}: idle RSS {:.1} MiB (HWM {:.1}); loaded RSS {:.1} MiB (HWM {:.1}), loss {} dgrams, cpu {:.1}%",
+                kind.name(),
+                mib(r.idle.rss_kib),
+                mib(r.idle.hwm_kib),
+                mib(r.loaded.rss_kib),
+                mib(r.loaded.hwm_kib),
+                r.load_kernel_drops,
+                r.cpu_pct_loaded
+            );
+            rss.push(r);
+        }
+    }
+    let load_after = procfs::loadavg();
+
+    // --- summary ---------------------------------------------------------------------------
+    let mut summary = Vec::new();
+    let mut ratios = Vec::new();
+    println!();
+    println!(
+        "DogStatsD intake, loopback UDP, receiver pinned to one CPU; sustained = highest offered \
+         rate with loss <= {}%; medians of {} runs",
+        opts.max_loss * 100.0,
+        opts.repeats
+    );
+    println!(
+        "{:<7} {:<12} {:>11} {:>8} {:>9} {:>9}  per-run sustained",
+        "mode", "receiver", "sustained", "CPU %", "RSS MiB", "HWM MiB"
+    );
+    for &mode in &opts.modes {
+        for &kind in &opts.receivers {
+            let runs: Vec<&Sweep> = sweeps
+                .iter()
+                .filter(|s| s.kind == kind && s.mode == mode)
+                .collect();
+            if runs.is_empty() {
+                continue;
+            }
+            let mut sust: Vec<f64> = runs
+                .iter()
+                .map(|s| s.sustained().map_or(0.0, |st| st.sent.lines_per_sec()))
+                .collect();
+            let per_run = sust.clone();
+            let mut cpu: Vec<f64> = runs
+                .iter()
+                .filter_map(|s| s.sustained().map(|st| st.cpu_pct))
+                .collect();
+            let mut rssv: Vec<f64> = runs
+                .iter()
+                .filter_map(|s| s.sustained().map(|st| mib(st.mem.rss_kib)))
+                .collect();
+            let mut hwm: Vec<f64> = runs
+                .iter()
+                .filter_map(|s| s.steps.last().map(|st| mib(st.mem.hwm_kib)))
+                .collect();
+            let sender_bound = runs.iter().filter(|s| s.sender_bound()).count();
+            let med = median(&mut sust).unwrap_or(0.0);
+            let cpu_med = median(&mut cpu);
+            let rss_med = median(&mut rssv);
+            let hwm_med = median(&mut hwm);
+            println!(
+                "{:<7} {:<12} {:>11} {:>8} {:>9} {:>9}  [{}]{}",
+                mode.name(),
+                kind.name(),
+                human(med),
+                cpu_med.map_or("-".into(), |c| format!("{c:.0}")),
+                rss_med.map_or("-".into(), |c| format!("{c:.1}")),
+                hwm_med.map_or("-".into(), |c| format!("{c:.1}")),
+                per_run
+                    .iter()
+                    .map(|&x| human(x))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                if sender_bound > 0 {
+                    format!("  ({sender_bound} run(s) sender-bound: real ceiling higher)")
+                } else {
+                    String::new()
+                }
+            );
+            summary.push(json!({
+                "mode": mode.name(),
+                "receiver": kind.name(),
+                "sustained_lines_per_s_median": med.round(),
+                "sustained_lines_per_s_runs": per_run.iter().map(|x| x.round()).collect::<Vec<_>>(),
+                "cpu_pct_at_sustained_median": cpu_med.map(round1),
+                "rss_mib_at_sustained_median": rss_med.map(round1),
+                "hwm_mib_end_of_sweep_median": hwm_med.map(round1),
+                "runs_sender_bound": sender_bound,
+            }));
+        }
+        // Ratio warden / statsdproxy: per repeat (same run, back to back) and of the medians.
+        let get = |kind: Kind, r: usize| {
+            sweeps
+                .iter()
+                .find(|s| s.kind == kind && s.mode == mode && s.repeat == r)
+                .and_then(|s| s.sustained().map(|st| st.sent.lines_per_sec()))
+        };
+        let mut per_repeat = Vec::new();
+        for r in 0..opts.repeats {
+            if let (Some(w), Some(p)) = (get(Kind::Warden, r), get(Kind::Statsdproxy, r)) {
+                if p > 0.0 {
+                    per_repeat.push(w / p);
+                }
+            }
+        }
+        if !per_repeat.is_empty() {
+            let shown = per_repeat.clone();
+            let med = median(&mut per_repeat).unwrap_or(0.0);
+            println!(
+                "{:<7} ratio warden/statsdproxy: median {:.2}x  (per run: {})",
+                mode.name(),
+                med,
+                shown
+                    .iter()
+                    .map(|r| format!("{r:.2}x"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            ratios.push(json!({
+                "mode": mode.name(),
+                "ratio_median_of_per_run": (med * 100.0).round() / 100.0,
+                "ratio_per_run": shown.iter().map(|r| (r * 100.0).round() / 100.0).collect::<Vec<_>>(),
+            }));
+        }
+    }
+    if !rss.is_empty() {
+        println!();
+        println!(
+            "{:<12} {:>13} {:>13} {:>15} {:>15}",
+            "receiver", "idle RSS MiB", "idle HWM MiB", "loaded RSS MiB", "loaded HWM MiB"
+        );
+        for r in &rss {
+            println!(
+                "{:<12} {:>13.1} {:>13.1} {:>15.1} {:>15.1}",
+                r.kind.name(),
+                mib(r.idle.rss_kib),
+                mib(r.idle.hwm_kib),
+                mib(r.loaded.rss_kib),
+                mib(r.loaded.hwm_kib)
+            );
+        }
+    }
+    println!(
+        "load average before {:?}, after {:?}",
+        load_before, load_after
+    );
+
+    let doc = json!({
+        "benchmark": "dogstatsd",
+        "started_unix": started
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+        "machine": {
+            "cpus": sys::online_cpus(),
+            "cpu_model": cpu_model(),
+            "kernel": std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim(),
+            "load_average_before": load_before,
+            "load_average_after": load_after,
+        },
+        "settings": {
+            "receivers": opts.receivers.iter().map(|k| k.name()).collect::<Vec<_>>(),
+            "modes": opts.modes.iter().map(|m| m.name()).collect::<Vec<_>>(),
+            "step_seconds": opts.step.as_secs_f64(),
+            "repeats": opts.repeats,
+            "contexts": opts.contexts,
+            "max_loss": opts.max_loss,
+            "rcvbuf_bytes_via_rmem_default": setup.rcvbuf,
+            "generator_cpu": opts.generator_cpu,
+            "receiver_cpu": setup.receiver_cpu,
+            "statsdproxy_flush_ms": setup.statsdproxy_flush_ms,
+            "intake": opts.intake,
+            "single_rates": opts.single_rates,
+            "packed_rates": opts.packed_rates,
+        },
+        "summary": summary,
+        "ratios": ratios,
+        "sweeps": sweeps.iter().map(|s| json!({
+            "receiver": s.kind.name(),
+            "mode": s.mode.name(),
+            "repeat": s.repeat,
+            "rcvbuf_observed_bytes": s.rcvbuf_observed,
+            "threads": s.threads,
+            "intake_requests": s.intake_requests,
+            "sustained_lines_per_s": s.sustained().map(|st| st.sent.lines_per_sec().round()),
+            "steps": s.steps.iter().map(Step::to_json).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
+        "rss": rss.iter().map(|r| json!({
+            "receiver": r.kind.name(),
+            "contexts": opts.rss_contexts,
+            "idle_seconds": opts.idle.as_secs_f64(),
+            "idle_rss_kib": r.idle.rss_kib,
+            "idle_hwm_kib": r.idle.hwm_kib,
+            "load_lines_per_s": r.load.lines_per_sec().round(),
+            "load_seconds": r.load.elapsed.as_secs_f64(),
+            "load_kernel_drops": r.load_kernel_drops,
+            "load_cpu_pct": round1(r.cpu_pct_loaded),
+            "loaded_rss_kib": r.loaded.rss_kib,
+            "loaded_hwm_kib": r.loaded.hwm_kib,
+        })).collect::<Vec<_>>(),
+    });
+    Ok(doc)
+}
+
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, v)| v.trim().to_owned())
+        })
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn median_of_odd_and_even_sets() {
+        assert_eq!(median(&mut [3.0, 1.0, 2.0]), Some(2.0));
+        assert_eq!(median(&mut [4.0, 1.0, 2.0, 3.0]), Some(2.5));
+        assert_eq!(median(&mut []), None);
+    }
+
+    #[test]
+    fn human_rates() {
+        assert_eq!(human(1_131_000.0), "1.13M");
+        assert_eq!(human(283_000.0), "283k");
+        assert_eq!(human(12.0), "12");
+    }
+}
