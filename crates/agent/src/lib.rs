@@ -10,11 +10,13 @@ pub mod collector;
 pub mod config;
 pub mod dogstatsd;
 pub mod forwarder;
+mod run;
 pub mod telemetry;
 
 use warden_model::{Event, Series, ServiceCheck, SketchSeries};
 
 pub use config::AgentConfig;
+pub use run::{AgentError, run};
 pub use telemetry::Telemetry;
 
 /// A batch handed from a source to the forwarder.

@@ -1,2 +1,113 @@
 //! The `warden` binary: a thin command-line edge over the library crates.
-fn main() {}
+//!
+//! Every subcommand parses its flags, calls one library entry point and turns errors into a
+//! readable message and a non-zero exit code. No business logic lives here.
+
+mod dogstatsd_cmd;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Warden: self-hosted, security-first observability.
+#[derive(Parser, Debug)]
+#[command(name = "warden", version, about, long_about = None, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the host agent (DogStatsD, host metrics, checks, forwarder).
+    Agent(AgentArgs),
+    /// DogStatsD tools.
+    #[command(subcommand)]
+    Dogstatsd(DogstatsdCommand),
+}
+
+#[derive(clap::Args, Debug)]
+struct AgentArgs {
+    /// Agent configuration file (YAML, mode 0600).
+    #[arg(long, short = 'c', value_name = "FILE", env = "WARDEN_CONFIG")]
+    config: PathBuf,
+    /// Validate the configuration, print every problem found, and exit.
+    #[arg(long)]
+    check_config: bool,
+}
+
+#[derive(Subcommand, Debug)]
+enum DogstatsdCommand {
+    /// Read DogStatsD datagrams on stdin (one per line, or `--datagrams` for NUL-separated)
+    /// and print one JSON object per message, or `{"error": ...}` per bad message.
+    Parse {
+        /// Treat stdin as NUL-separated datagrams instead of newline-separated messages.
+        #[arg(long)]
+        nul_separated: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Agent(args) => run_agent(args),
+        Command::Dogstatsd(DogstatsdCommand::Parse { nul_separated }) => {
+            dogstatsd_cmd::parse_stdin(nul_separated)
+        }
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("warden: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("WARDEN_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn run_agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
+    let cfg = match warden_agent::AgentConfig::load(&args.config) {
+        Ok(cfg) => cfg,
+        Err(e) => {
+            eprintln!("warden: {e}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    if args.check_config {
+        println!("{}: configuration is valid", args.config.display());
+        return Ok(ExitCode::SUCCESS);
+    }
+    init_logging(&cfg.log_level);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .thread_name("warden-agent")
+        .build()?;
+    rt.block_on(warden_agent::run(cfg, shutdown_signal()))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

@@ -1,0 +1,137 @@
+//! Starting and stopping the whole agent.
+//!
+//! Shutdown order matters for "nothing acknowledged is lost": sources stop first (the DogStatsD
+//! parser closes its open buckets into the channel), then the forwarder is told to stop; it
+//! drains the channel, keeps sending for its stop timeout, and persists the rest to the disk
+//! queue when one is configured.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+
+use crate::checks::{CheckRegistry, run_checks};
+use crate::collector::run_collector;
+use crate::config::AgentConfig;
+use crate::dogstatsd::{DogstatsdError, DogstatsdServer};
+use crate::forwarder::{Forwarder, ForwarderError};
+use crate::telemetry::Telemetry;
+use crate::{OutTx, Outgoing};
+
+/// Errors that prevent the agent from starting.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error(transparent)]
+    Forwarder(#[from] ForwarderError),
+    #[error(transparent)]
+    Dogstatsd(#[from] DogstatsdError),
+}
+
+/// Seconds between `warden.agent.*` telemetry points.
+const TELEMETRY_INTERVAL: u64 = 10;
+
+/// Runs the agent until `shutdown` resolves, then stops it cleanly.
+pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> Result<(), AgentError> {
+    if running_as_root() {
+        tracing::warn!(
+            "the agent is running as root; run it as a dedicated unprivileged user \
+             (see the systemd unit in dist/) — it needs no privileges"
+        );
+    }
+    if cfg.server_url.starts_with("http://") {
+        tracing::warn!(
+            server_url = %cfg.server_url,
+            "allow_insecure_http is set: payloads and the API key are sent UNENCRYPTED"
+        );
+    }
+    let telemetry = Arc::new(Telemetry::default());
+    let registry = CheckRegistry::new();
+    let (tx, rx) = mpsc::channel::<Outgoing>(1024);
+    let forwarder = Forwarder::new(&cfg, telemetry.clone())?;
+    let dogstatsd = DogstatsdServer::start(&cfg, tx.clone(), telemetry.clone())?;
+
+    let (stop_sources, sources_stopped) = watch::channel(false);
+    let (stop_forwarder, forwarder_stopped) = watch::channel(false);
+    let forwarder_task = tokio::spawn(forwarder.run(rx, forwarder_stopped));
+    let mut sources = tokio::task::JoinSet::new();
+    if cfg.collect_host_metrics {
+        sources.spawn(run_collector(
+            cfg.clone(),
+            tx.clone(),
+            sources_stopped.clone(),
+        ));
+    }
+    sources.spawn(run_checks(
+        cfg.clone(),
+        tx.clone(),
+        telemetry.clone(),
+        registry.clone(),
+        sources_stopped.clone(),
+    ));
+    sources.spawn(run_telemetry(
+        cfg.clone(),
+        tx.clone(),
+        telemetry.clone(),
+        sources_stopped,
+    ));
+    drop(tx);
+    tracing::info!(host = %cfg.hostname, server = %cfg.server_url, "warden agent started");
+
+    shutdown.await;
+    tracing::info!("stopping: flushing open buckets and queued payloads");
+    let _ = stop_sources.send(true);
+    let _ = tokio::task::spawn_blocking(move || dogstatsd.stop()).await;
+    while sources.join_next().await.is_some() {}
+    let _ = stop_forwarder.send(true);
+    let _ = forwarder_task.await;
+    tracing::info!("warden agent stopped");
+    Ok(())
+}
+
+/// Ships `warden.agent.*` every [`TELEMETRY_INTERVAL`] seconds.
+async fn run_telemetry(
+    cfg: AgentConfig,
+    tx: OutTx,
+    telemetry: Arc<Telemetry>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut previous = telemetry.snapshot();
+    let mut tick = tokio::time::interval(Duration::from_secs(TELEMETRY_INTERVAL));
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        let current = telemetry.snapshot();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
+        let series = Telemetry::to_series(
+            &previous,
+            &current,
+            now,
+            TELEMETRY_INTERVAL as i64,
+            &cfg.hostname,
+            &cfg.tags,
+        );
+        previous = current;
+        if tx.send(Outgoing::Series(series)).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// True when the effective user is root (read from `/proc/self/status`, no `unsafe`).
+fn running_as_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(2).map(|e| e == "0"))
+        })
+        .unwrap_or(false)
+}
