@@ -169,3 +169,46 @@ async fn memory_only_queue_drops_oldest_keeps_newest_and_counts_exactly() {
     assert_eq!(received(&rx).len(), got.len(), "no duplicates");
     fwd.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_disk_queue_drops_oldest_and_counts_exactly() {
+    let rx = Receiver::start(KEY).await;
+    let store = tempfile::tempdir().unwrap();
+    // Tiny memory and a disk bound of a few segments: the outage overflows both.
+    let extra = format!(
+        "{FAST_BACKOFF}forwarder_retry_queue_payloads_max_size: 600\n\
+         forwarder_storage_max_size_in_bytes: 2500\nforwarder_storage_path: {}\n",
+        store.path().display()
+    );
+    let cfg = config(&rx.url(), Some(rx.ca_file()), &extra);
+    let fwd = spawn(&cfg);
+    rx.set_down(true).await;
+    const N: u32 = 80;
+    feed(&fwd, 0..N, Duration::from_millis(10)).await;
+    assert!(
+        fwd.get(|t| &t.payloads_evicted) > 0,
+        "the disk bound was hit"
+    );
+    assert!(fwd.get(|t| &t.disk_queue_bytes) <= 2500);
+    rx.set_down(false).await;
+    let settled = fwd
+        .wait_telemetry(Duration::from_secs(15), |t| {
+            load(&t.payloads_sent) + load(&t.payloads_evicted) == u64::from(N)
+                && load(&t.queue_bytes) == 0
+                && load(&t.disk_queue_bytes) == 0
+        })
+        .await;
+    assert!(
+        settled,
+        "sent {} evicted {}",
+        fwd.get(|t| &t.payloads_sent),
+        fwd.get(|t| &t.payloads_evicted)
+    );
+    let got: BTreeSet<u32> = received(&rx).into_iter().collect();
+    let missing: Vec<u32> = (0..N).filter(|i| !got.contains(i)).collect();
+    let evicted = fwd.get(|t| &t.payloads_evicted);
+    assert_eq!(missing.len() as u64, evicted, "missing {missing:?}");
+    assert_eq!(missing, (0..evicted as u32).collect::<Vec<u32>>());
+    assert!(got.contains(&(N - 1)));
+    fwd.stop().await;
+}

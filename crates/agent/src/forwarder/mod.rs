@@ -62,6 +62,9 @@ pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(2);
 /// A success is logged every this many delivered payloads (`logging_frequency`).
 const LOG_EVERY: u64 = 500;
 
+/// Evictions from a full memory queue are logged at most this often (with a count).
+const EVICTION_LOG_EVERY: Duration = Duration::from_secs(10);
+
 /// Why a forwarder could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum ForwarderError {
@@ -113,6 +116,8 @@ pub struct Forwarder {
     breakers: [Breaker; 4],
     jitter: Jitter,
     delivered: u64,
+    last_eviction_log: Option<Instant>,
+    unlogged_evictions: u64,
 }
 
 impl std::fmt::Debug for Forwarder {
@@ -180,6 +185,8 @@ impl Forwarder {
             breakers: [Breaker::default(); 4],
             jitter: Jitter::new(),
             delivered: 0,
+            last_eviction_log: None,
+            unlogged_evictions: 0,
         };
         fwd.update_gauges();
         Ok(fwd)
@@ -356,12 +363,21 @@ impl Forwarder {
                 n += 1;
             }
             self.evicted(n);
-            tracing::warn!(
-                evicted = n,
-                limit = self.memory.max_bytes(),
-                "retry queue full; oldest payloads dropped (enable the disk queue with \
-                 forwarder_storage_max_size_in_bytes to keep them)"
-            );
+            self.unlogged_evictions += n;
+            let now = Instant::now();
+            if self
+                .last_eviction_log
+                .is_none_or(|t| now.duration_since(t) >= EVICTION_LOG_EVERY)
+            {
+                tracing::warn!(
+                    evicted = self.unlogged_evictions,
+                    limit = self.memory.max_bytes(),
+                    "retry queue full; oldest payloads dropped (enable the disk queue with \
+                     forwarder_storage_max_size_in_bytes to keep them)"
+                );
+                self.last_eviction_log = Some(now);
+                self.unlogged_evictions = 0;
+            }
         }
     }
 

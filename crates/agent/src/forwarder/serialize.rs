@@ -30,8 +30,8 @@ pub(crate) const MAX_SERIES_UNCOMPRESSED: usize = 5 * 1024 * 1024;
 pub(crate) const MAX_PAYLOAD_COMPRESSED: usize = 2_621_440;
 /// `serializer_max_uncompressed_payload_size`.
 pub(crate) const MAX_PAYLOAD_UNCOMPRESSED: usize = 4 * 1024 * 1024;
-/// Version of `DataDog/agent-payload` whose field numbering `warden-proto` follows, sent as
-/// `DD-Agent-Payload` with protobuf bodies.
+/// `DD-Agent-Payload` value sent with protobuf bodies: the `DataDog/agent-payload` major
+/// version (v5) whose message layout `warden-proto` follows. Informational for the intake.
 pub(crate) const AGENT_PAYLOAD_VERSION: &str = "5.0.164";
 
 /// Intake route of a payload.
