@@ -11,9 +11,13 @@ use std::collections::BTreeMap;
 use super::serialize::{Endpoint, Payload};
 
 /// Payloads waiting to be sent, bounded by total body bytes.
+///
+/// One ordered map per endpoint, so that "newest payload of an endpoint that is not backing
+/// off" and "oldest payload overall" are both O(log n) even with a long backlog on a blocked
+/// endpoint.
 #[derive(Debug)]
 pub(crate) struct MemoryQueue {
-    items: BTreeMap<u64, Payload>,
+    items: [BTreeMap<u64, Payload>; 4],
     bytes: u64,
     max_bytes: u64,
 }
@@ -21,7 +25,7 @@ pub(crate) struct MemoryQueue {
 impl MemoryQueue {
     pub(crate) fn new(max_bytes: u64) -> Self {
         Self {
-            items: BTreeMap::new(),
+            items: Default::default(),
             bytes: 0,
             max_bytes,
         }
@@ -36,11 +40,11 @@ impl MemoryQueue {
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.items.len()
+        self.items.iter().map(BTreeMap::len).sum()
     }
 
     pub(crate) fn is_empty(&self) -> bool {
-        self.items.is_empty()
+        self.items.iter().all(BTreeMap::is_empty)
     }
 
     /// Whether the queue is over its bound.
@@ -51,27 +55,34 @@ impl MemoryQueue {
     /// Inserts a payload (may leave the queue over its bound; see [`MemoryQueue::over`]).
     pub(crate) fn insert(&mut self, p: Payload) {
         self.bytes += p.size();
-        if let Some(old) = self.items.insert(p.seq, p) {
+        if let Some(old) = self.items[p.endpoint.index()].insert(p.seq, p) {
             self.bytes -= old.size();
         }
     }
 
     /// Removes and returns the newest payload whose endpoint passes `ready`.
     pub(crate) fn pop_newest(&mut self, ready: impl Fn(Endpoint) -> bool) -> Option<Payload> {
-        let seq = self
-            .items
-            .iter()
-            .rev()
-            .find(|(_, p)| ready(p.endpoint))
-            .map(|(s, _)| *s)?;
-        let p = self.items.remove(&seq)?;
+        let ep = Endpoint::ALL
+            .into_iter()
+            .filter(|e| ready(*e))
+            .filter_map(|e| self.items[e.index()].last_key_value().map(|(s, _)| (*s, e)))
+            .max()?
+            .1;
+        let (_, p) = self.items[ep.index()].pop_last()?;
         self.bytes -= p.size();
         Some(p)
     }
 
     /// Removes and returns the oldest payload.
     pub(crate) fn pop_oldest(&mut self) -> Option<Payload> {
-        let (_, p) = self.items.pop_first()?;
+        let i = self
+            .items
+            .iter()
+            .enumerate()
+            .filter_map(|(i, m)| m.first_key_value().map(|(s, _)| (*s, i)))
+            .min()?
+            .1;
+        let (_, p) = self.items[i].pop_first()?;
         self.bytes -= p.size();
         Some(p)
     }
@@ -91,16 +102,18 @@ impl MemoryQueue {
     /// Removes everything, oldest first.
     pub(crate) fn drain(&mut self) -> Vec<Payload> {
         self.bytes = 0;
-        std::mem::take(&mut self.items).into_values().collect()
+        let mut all: Vec<Payload> = self
+            .items
+            .iter_mut()
+            .flat_map(|m| std::mem::take(m).into_values())
+            .collect();
+        all.sort_by_key(|p| p.seq);
+        all
     }
 
     /// Endpoints that have at least one payload queued.
     pub(crate) fn endpoints(&self) -> [bool; 4] {
-        let mut out = [false; 4];
-        for p in self.items.values() {
-            out[p.endpoint.index()] = true;
-        }
-        out
+        [0, 1, 2, 3].map(|i| !self.items[i].is_empty())
     }
 }
 
@@ -136,7 +149,14 @@ mod tests {
             Some(0)
         );
         assert_eq!(q.pop_newest(|_| true).map(|x| x.seq), Some(3));
-        assert_eq!(q.take_oldest(1).len(), 1);
+        q.insert(p(7, Endpoint::Intake, 5));
+        assert_eq!(q.endpoints(), [true, false, false, true]);
+        assert_eq!(
+            q.pop_newest(|e| e != Endpoint::Intake).map(|x| x.seq),
+            Some(2)
+        );
+        assert_eq!(q.len(), 1);
+        assert_eq!(q.drain().len(), 1);
         assert!(q.is_empty());
         assert_eq!(q.bytes(), 0);
     }
