@@ -91,7 +91,7 @@ pub(crate) fn classify(raw: &str, extra: &[String]) -> Option<KeyKind> {
     if c.is_empty() {
         return None;
     }
-    if extra.iter().any(|e| *e == c) {
+    if extra.contains(&c) {
         return Some(KeyKind::Secret);
     }
     if KEEP_LAST4_ENDINGS.iter().any(|e| c.ends_with(e)) {

@@ -124,8 +124,10 @@ impl Rules {
             ddapp: re(r"ddapp_[A-Za-z0-9_]{20,}"),
             ddrcm: re(r"DDRCM_[A-Z0-9]{10,}"),
             auth: re(r"\b(?P<s>(?i:bearer|basic))[ \t]+(?P<t>[A-Za-z0-9._~+/=\-]+)"),
+            // With a scheme the user may be empty (`redis://:pw@`); without one it must start
+            // a token, so `image=repo/name:tag@…` does not look like `user:pass@`.
             uri: re(
-                r#"(?:(?i:[a-z][a-z0-9+.\-]*)://[^:/\s@"'|]*|[^:/\s@"'|]+):(?P<pass>[^\s"'|/]+)@"#,
+                r#"(?:(?i:[a-z][a-z0-9+.\-]*)://[^:/\s@"'|]*|(?:^|[\s=(,;"'])[^:/\s@"'|=(,;]+):(?P<pass>[^\s"'|/]+)@"#,
             ),
             flag: re(
                 r#"(?i)(?:^|\s)--?[a-z0-9_.\-]*(?:password|passwd|pass|pwd|token|secret|api-key|api_key|apikey|app-key|app_key|appkey|auth)[ \t]+(?P<v>"[^"]*"|'[^']*'|[^\s\-"'][^\s"']*)"#,
@@ -374,9 +376,29 @@ impl Scrubber {
         Some(out)
     }
 
-    /// The single-line pipeline.
+    /// The single-line pipeline. The rule pass is repeated (at most `MAX_PASSES` times) while it
+    /// still changes the line: masking one value can expose a pattern that an earlier rule
+    /// skipped (`password://Basic Bearer x`), and scrubbing must be idempotent.
     fn scrub_one<'a>(&self, d: &Dynamic, line: &'a str) -> (Cow<'a, str>, Effect) {
+        const MAX_PASSES: usize = 4;
         let mut cur: Cow<'a, str> = Cow::Borrowed(line);
+        let mut effect = Effect::None;
+        for _ in 0..MAX_PASSES {
+            let (next, e) = self.rule_pass(d, cur.as_ref());
+            if matches!(effect, Effect::None) {
+                effect = e;
+            }
+            match next {
+                Some(s) => cur = Cow::Owned(s),
+                None => break,
+            }
+        }
+        (cur, effect)
+    }
+
+    /// One pass of every rule; `None` when nothing changed.
+    fn rule_pass(&self, d: &Dynamic, line: &str) -> (Option<String>, Effect) {
+        let mut cur: Cow<'_, str> = Cow::Borrowed(line);
         let mut effect = Effect::None;
 
         // 1. Exact secret values first, so no rule can keep a fragment of them.
@@ -426,29 +448,14 @@ impl Scrubber {
                 });
             }
             if bits & R_AUTH != 0 {
-                apply(&mut cur, &r.auth, |c| {
-                    let scheme = &c["s"];
-                    let tok = &c["t"];
-                    if auth_token_is_secret(scheme, tok) {
-                        let masked =
-                            if tok.len() == 64 && tok.bytes().all(|b| b.is_ascii_hexdigit()) {
-                                kv::keep_last(tok, 5, 64)
-                            } else {
-                                MASK.to_string()
-                            };
-                        format!("{scheme} {masked}")
-                    } else {
-                        c[0].to_string()
-                    }
-                });
+                if let Some(s) = scrub_auth(&r.auth, cur.as_ref()) {
+                    cur = Cow::Owned(s);
+                }
             }
             if bits & R_URI != 0 {
-                apply(&mut cur, &r.uri, |c| {
-                    let whole = c.get(0).expect("group 0");
-                    let pass = c.name("pass").expect("pass group always matches");
-                    let head = &whole.as_str()[..pass.start() - whole.start()];
-                    format!("{head}{MASK}@")
-                });
+                if let Some(s) = scrub_uri(&r.uri, cur.as_ref()) {
+                    cur = Cow::Owned(s);
+                }
             }
             if bits & R_FLAG != 0 {
                 apply(&mut cur, &r.flag, |c| {
@@ -483,7 +490,10 @@ impl Scrubber {
         if let Some(s) = hex::scrub(cur.as_ref()) {
             cur = Cow::Owned(s);
         }
-        (cur, effect)
+        match cur {
+            Cow::Owned(s) if s != line => (Some(s), effect),
+            _ => (None, effect),
+        }
     }
 
     /// PEM blocks within one line; `open` when a `BEGIN` has no `END` on this line.
@@ -520,6 +530,67 @@ fn apply(cur: &mut Cow<'_, str>, re: &Regex, f: impl Fn(&Captures<'_>) -> String
             *cur = Cow::Owned(s);
         }
     }
+}
+
+/// `Bearer <token>` / `Basic <base64>`. When a match is not a credential ("Basic Bearer"), the
+/// search resumes at its token, which may itself start a credential ("Bearer x").
+fn scrub_auth(re: &Regex, text: &str) -> Option<String> {
+    let mut out = String::new();
+    let mut last = 0;
+    let mut pos = 0;
+    while let Some(c) = re.captures_at(text, pos) {
+        let scheme = c.name("s").expect("s group always matches");
+        let tok = c.name("t").expect("t group always matches");
+        if !auth_token_is_secret(scheme.as_str(), tok.as_str()) {
+            pos = tok.start();
+            continue;
+        }
+        let t = tok.as_str();
+        out.push_str(&text[last..scheme.end()]);
+        out.push(' ');
+        if t.len() == 64 && t.bytes().all(|b| b.is_ascii_hexdigit()) {
+            out.push_str(&kv::keep_last(t, 5, 64));
+        } else {
+            out.push_str(MASK);
+        }
+        last = tok.end();
+        pos = tok.end();
+    }
+    if last == 0 {
+        return None;
+    }
+    out.push_str(&text[last..]);
+    Some(out)
+}
+
+/// `scheme://user:PASS@` and `user:PASS@host` (Go MySQL DSNs). Not container image digests
+/// (`redis:7.2@sha256:…`) nor `mailto:user@host`.
+fn scrub_uri(re: &Regex, text: &str) -> Option<String> {
+    let mut out = String::new();
+    let mut last = 0;
+    for c in re.captures_iter(text) {
+        let whole = c.get(0).expect("group 0");
+        let pass = c.name("pass").expect("pass group always matches");
+        let user = &text[whole.start()..pass.start() - 1];
+        let after = &text[whole.end()..];
+        if after.starts_with("sha256:")
+            || after.starts_with("sha512:")
+            || user
+                .trim_start_matches(|ch: char| !ch.is_ascii_alphanumeric())
+                .eq_ignore_ascii_case("mailto")
+            || pass.as_str() == MASK
+        {
+            continue;
+        }
+        out.push_str(&text[last..pass.start()]);
+        out.push_str(MASK);
+        last = pass.end();
+    }
+    if last == 0 {
+        return None;
+    }
+    out.push_str(&text[last..]);
+    Some(out)
 }
 
 /// `Bearer <token>` with canonical capitalisation is always a credential; other spellings
