@@ -4,7 +4,9 @@
 //! `protoc` (a system binary) out of the build. Field numbers and enum values follow
 //! `DataDog/agent-payload` `proto/metrics/agent_payload.proto` (current numbering, where
 //! `MetricType` is `UNSPECIFIED = 0, COUNT = 1, RATE = 2, GAUGE = 3` and field 9 carries
-//! origin metadata). Changing a tag number here breaks every peer: do not.
+//! origin metadata). Older agent-payload releases numbered `GAUGE = 0, COUNT = 1, RATE = 2`;
+//! an intake therefore reads 0 as a gauge, which is right under both numberings.
+//! Changing a tag number here breaks every peer: do not.
 
 /// `datadog.agentpayload.MetricPayload`, the body of `POST /api/v2/series`.
 #[derive(Clone, PartialEq, prost::Message)]
@@ -74,11 +76,11 @@ pub struct Metadata {
 /// Where a series came from (product / category / service codes).
 #[derive(Clone, Copy, PartialEq, prost::Message)]
 pub struct Origin {
-    #[prost(uint32, tag = "2")]
-    pub origin_product: u32,
-    #[prost(uint32, tag = "3")]
-    pub origin_category: u32,
     #[prost(uint32, tag = "4")]
+    pub origin_product: u32,
+    #[prost(uint32, tag = "5")]
+    pub origin_category: u32,
+    #[prost(uint32, tag = "6")]
     pub origin_service: u32,
 }
 
