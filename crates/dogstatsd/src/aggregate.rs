@@ -7,9 +7,11 @@
 //!   the borrowed name/tags/host and only allocates when a context is new. The tag set is
 //!   order-insensitive and de-duplicated (the agent's context key is too); reserved tags
 //!   (`host:`, `dd.internal.*`) are stripped, `host:` overrides the configured hostname, empty
-//!   tags are dropped, `extra_tags` are added. Context identity is a 64-bit hash checked
-//!   against the stored name, type, host and tag count, like the agent's `ckey` (a full 64-bit
-//!   collision on the tags of the same name/host would merge two contexts).
+//!   tags are dropped, `extra_tags` are added. Context identity is a 64-bit hash (the agent's
+//!   `ckey` is one too) plus an independent 64-bit check hash, so a key collision is detected
+//!   and probed without dereferencing the stored context (a cache miss per line otherwise).
+//!   Each index entry also caches where the context's accumulator sits in the current bucket,
+//!   so a sample costs one index probe and one accumulator access.
 //! * **Buckets** start at `ts - ts % 10` of the `now` given to [`Aggregator::insert`]; a flush at
 //!   `now` closes every bucket that ended at or before the start of the current bucket, and
 //!   stamps points with the bucket start.
@@ -136,15 +138,23 @@ impl HistAgg {
 }
 
 struct Context {
+    /// Key under which the context is indexed (after collision probing).
     key: u64,
     name: Box<str>,
     host: Box<str>,
     /// Sorted, de-duplicated, extra tags included.
     tags: Vec<String>,
-    /// Number of distinct non-reserved sample tags (collision check).
-    sample_tag_count: u32,
     metric_type: MetricType,
-    last_seen: i64,
+}
+
+/// Index entry: context id, a second independent hash to detect key collisions without
+/// touching the context, and a cache of where the context's accumulator sits in the bucket it
+/// last wrote to (valid while that bucket's generation matches).
+struct Slot {
+    id: u32,
+    pos: u32,
+    check: u64,
+    generation: u64,
 }
 
 #[derive(Default)]
@@ -154,11 +164,38 @@ struct Hist {
 }
 
 enum Acc {
-    Gauge(f64),
-    Count { sum: f64, last_ts: i64 },
+    Gauge(Option<f64>),
+    Count {
+        sum: f64,
+        last_ts: i64,
+        sampled: bool,
+    },
     Hist(Hist),
     Set(FxHashSet<Box<str>>),
     Dist(DDSketch),
+}
+
+impl Acc {
+    fn new(t: MetricType, now: i64) -> Self {
+        match t {
+            MetricType::Gauge => Self::Gauge(None),
+            MetricType::Count => Self::Count {
+                sum: 0.0,
+                last_ts: now,
+                sampled: false,
+            },
+            MetricType::Histogram | MetricType::Timing => Self::Hist(Hist::default()),
+            MetricType::Set => Self::Set(FxHashSet::default()),
+            MetricType::Distribution => Self::Dist(DDSketch::new()),
+        }
+    }
+}
+
+/// One 10-second bucket: accumulators in insertion order plus a context → position map.
+struct Bucket {
+    generation: u64,
+    accs: Vec<(u32, Acc)>,
+    pos: FxHashMap<u32, u32>,
 }
 
 /// The 10-second DogStatsD aggregator. Not thread-safe by design: one per worker, or behind
@@ -169,9 +206,12 @@ pub struct Aggregator {
     /// `(percent, ".NNpercentile")`, sorted by percent, de-duplicated.
     percentiles: Vec<(i64, String)>,
     contexts: Vec<Option<Context>>,
+    /// Per context id: end of the last bucket that held its data (or its creation time).
+    last_seen: Vec<i64>,
     free: Vec<u32>,
-    index: FxHashMap<u64, u32>,
-    buckets: BTreeMap<i64, FxHashMap<u32, Acc>>,
+    index: FxHashMap<u64, Slot>,
+    buckets: BTreeMap<i64, Bucket>,
+    next_generation: u64,
     /// Counter contexts still reporting: id → timestamp of their last sample.
     live_counters: FxHashMap<u32, i64>,
     last_cutoff: Option<i64>,
@@ -194,11 +234,38 @@ fn normalize_rate(rate: f64) -> f64 {
 fn hash_str(s: &str) -> u64 {
     let mut h = FxHasher::default();
     h.write(s.as_bytes());
-    // splitmix64 finaliser: Fx output is weak in the low bits, and these hashes are combined.
-    let mut z = h.finish().wrapping_add(0x9e37_79b9_7f4a_7c15);
+    // Fx output is weak in the low bits, and these hashes are combined: finalise.
+    hash_u64(h.finish())
+}
+
+/// splitmix64 finaliser.
+#[inline]
+fn hash_u64(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     z ^ (z >> 31)
+}
+
+/// What a tag means to the aggregator: the host override, another reserved tag (dropped), or a
+/// plain tag. Checks the first byte before any prefix comparison (hot path).
+#[inline]
+fn tag_role(tag: &str) -> TagRole<'_> {
+    match tag.as_bytes().first() {
+        Some(b'h') => match tag.strip_prefix(crate::parse::HOST_TAG_PREFIX) {
+            Some(h) => TagRole::Host(h),
+            None => TagRole::Plain,
+        },
+        Some(b'd') if is_reserved_tag(tag) => TagRole::Reserved,
+        Some(_) => TagRole::Plain,
+        None => TagRole::Reserved, // empty tags are dropped
+    }
+}
+
+enum TagRole<'a> {
+    Host(&'a str),
+    Reserved,
+    Plain,
 }
 
 /// Neumaier-compensated `Σ value*weight` (the agent uses compensated summation too).
@@ -244,9 +311,11 @@ impl Aggregator {
             aggregates,
             percentiles,
             contexts: Vec::new(),
+            last_seen: Vec::new(),
             free: Vec::new(),
             index: FxHashMap::default(),
             buckets: BTreeMap::new(),
+            next_generation: 0,
             live_counters: FxHashMap::default(),
             last_cutoff: None,
             late: Vec::new(),
@@ -276,13 +345,39 @@ impl Aggregator {
             self.insert_late(m, ts);
             return;
         }
-        let id = self.context_id(m, now);
+        let (key, check) = self.context_hashes(m);
+        let (key, id, cached) = self.find_or_create(m, key, check, now);
+
+        let b = bucket_start(now);
+        let next_generation = &mut self.next_generation;
+        let bucket = self.buckets.entry(b).or_insert_with(|| {
+            *next_generation += 1;
+            Bucket {
+                generation: *next_generation,
+                accs: Vec::new(),
+                pos: FxHashMap::default(),
+            }
+        });
+        let pos = match cached {
+            Some((generation, pos)) if generation == bucket.generation => pos,
+            _ => {
+                let accs = &mut bucket.accs;
+                let pos = *bucket.pos.entry(id).or_insert_with(|| {
+                    accs.push((id, Acc::new(m.metric_type, now)));
+                    (accs.len() - 1) as u32
+                });
+                if let Some(slot) = self.index.get_mut(&key) {
+                    slot.generation = bucket.generation;
+                    slot.pos = pos;
+                }
+                pos
+            }
+        };
+        let Some((_, acc)) = bucket.accs.get_mut(pos as usize) else {
+            return;
+        };
         let rate = normalize_rate(m.sample_rate);
-        let accs = self.buckets.entry(bucket_start(now)).or_default();
         if let Some(member) = m.value.set_member() {
-            let acc = accs
-                .entry(id)
-                .or_insert_with(|| Acc::Set(FxHashSet::default()));
             if let Acc::Set(set) = acc
                 && !set.contains(member)
             {
@@ -297,35 +392,26 @@ impl Aggregator {
                 continue;
             }
             self.stats.values += 1;
-            match m.metric_type {
-                MetricType::Gauge => {
-                    accs.insert(id, Acc::Gauge(v));
+            match acc {
+                Acc::Gauge(last) => *last = Some(v),
+                Acc::Count {
+                    sum,
+                    last_ts,
+                    sampled,
+                } => {
+                    *sum += v / rate;
+                    *last_ts = (*last_ts).max(now);
+                    *sampled = true;
                 }
-                MetricType::Count => {
-                    let acc = accs.entry(id).or_insert(Acc::Count {
-                        sum: 0.0,
-                        last_ts: now,
-                    });
-                    if let Acc::Count { sum, last_ts } = acc {
-                        *sum += v / rate;
-                        *last_ts = (*last_ts).max(now);
-                    }
-                }
-                MetricType::Histogram | MetricType::Timing => {
+                Acc::Hist(h) => {
                     let w = ((1.0 / rate) as u64).max(1);
-                    let acc = accs.entry(id).or_insert_with(|| Acc::Hist(Hist::default()));
-                    if let Acc::Hist(h) = acc {
-                        h.samples.push((v, w));
-                        h.count = h.count.saturating_add(w);
-                    }
+                    h.samples.push((v, w));
+                    h.count = h.count.saturating_add(w);
                 }
-                MetricType::Distribution => {
-                    let acc = accs.entry(id).or_insert_with(|| Acc::Dist(DDSketch::new()));
-                    if let Acc::Dist(s) = acc {
-                        s.insert_with_rate(v, rate);
-                    }
+                Acc::Dist(s) => {
+                    s.insert_with_rate(v, rate);
                 }
-                MetricType::Set => {}
+                Acc::Set(_) => {}
             }
         }
     }
@@ -376,56 +462,70 @@ impl Aggregator {
 
     /// Host and sorted, de-duplicated tags (extra tags included) of a sample, owned.
     fn owned_identity(&self, tags: Tags<'_>) -> (String, Vec<String>) {
-        let host = tags.host().unwrap_or(&self.cfg.hostname).to_owned();
-        let mut out: Vec<String> = tags
-            .user_tags()
-            .filter(|t| !t.is_empty())
-            .map(str::to_owned)
-            .chain(self.cfg.extra_tags.iter().cloned())
-            .collect();
-        out.sort_unstable();
-        out.dedup();
-        (host, out)
-    }
-
-    /// Finds or creates the context of `m`; allocation only on creation.
-    fn context_id(&mut self, m: &Metric<'_>, now: i64) -> u32 {
-        let host = m.tags.host().unwrap_or(&self.cfg.hostname);
-        self.scratch.clear();
-        for t in m.tags.iter() {
-            if !t.is_empty() && !is_reserved_tag(t) {
-                self.scratch.push(hash_str(t));
+        let mut host: &str = &self.cfg.hostname;
+        let mut out: Vec<String> = Vec::with_capacity(tags.len() + self.cfg.extra_tags.len());
+        for t in tags.iter() {
+            match tag_role(t) {
+                TagRole::Host(h) => host = h,
+                TagRole::Reserved => {}
+                TagRole::Plain => out.push(t.to_owned()),
             }
         }
-        self.scratch.sort_unstable();
-        self.scratch.dedup();
-        let mut h = FxHasher::default();
-        h.write(m.name.as_bytes());
-        h.write_u8(0xff);
-        h.write_u8(m.metric_type as u8);
-        h.write(host.as_bytes());
-        h.write_u8(0xff);
-        for &t in &self.scratch {
-            h.write_u64(t);
+        out.extend(self.cfg.extra_tags.iter().cloned());
+        out.sort_unstable();
+        out.dedup();
+        (host.to_owned(), out)
+    }
+
+    /// Two independent 64-bit hashes of (name, type, host, tag set); no allocation.
+    fn context_hashes(&mut self, m: &Metric<'_>) -> (u64, u64) {
+        let mut host: &str = &self.cfg.hostname;
+        self.scratch.clear();
+        for t in m.tags.iter() {
+            match tag_role(t) {
+                TagRole::Host(h) => host = h,
+                TagRole::Reserved => {}
+                TagRole::Plain => self.scratch.push(hash_str(t)),
+            }
         }
-        let mut key = h.finish();
-        let tag_count = self.scratch.len() as u32;
+        if self.scratch.len() > 1 {
+            self.scratch.sort_unstable();
+            self.scratch.dedup();
+        }
+        let mut h1 = FxHasher::default();
+        let mut h2 = FxHasher::with_seed(0x51_7c_c1_b7_27_22_0a_95);
+        for h in [&mut h1, &mut h2] {
+            h.write(m.name.as_bytes());
+            h.write_u8(0xff);
+            h.write_u8(m.metric_type as u8);
+            h.write(host.as_bytes());
+            h.write_u8(0xff);
+            h.write_usize(self.scratch.len());
+        }
+        for &t in &self.scratch {
+            h1.write_u64(t);
+            h2.write_u64(t.rotate_left(23));
+        }
+        (h1.finish(), hash_u64(h2.finish()))
+    }
+
+    /// Returns `(index key, context id, cached (generation, position))`; allocates only when
+    /// the context is new.
+    fn find_or_create(
+        &mut self,
+        m: &Metric<'_>,
+        mut key: u64,
+        check: u64,
+        now: i64,
+    ) -> (u64, u32, Option<(u64, u32)>) {
         loop {
             match self.index.get(&key) {
-                None => break,
-                Some(&id) => {
-                    if let Some(Some(ctx)) = self.contexts.get_mut(id as usize)
-                        && &*ctx.name == m.name
-                        && ctx.metric_type == m.metric_type
-                        && &*ctx.host == host
-                        && ctx.sample_tag_count == tag_count
-                    {
-                        ctx.last_seen = ctx.last_seen.max(now);
-                        return id;
-                    }
-                    // Collision with a different context: probe the next key.
-                    key = key.wrapping_add(1);
+                Some(slot) if slot.check == check => {
+                    return (key, slot.id, Some((slot.generation, slot.pos)));
                 }
+                // Same key, different context: probe the next key.
+                Some(_) => key = key.wrapping_add(1),
+                None => break,
             }
         }
         let (host, tags) = self.owned_identity(m.tags);
@@ -434,23 +534,31 @@ impl Aggregator {
             name: m.name.into(),
             host: host.into(),
             tags,
-            sample_tag_count: tag_count,
             metric_type: m.metric_type,
-            last_seen: now,
         };
         let id = match self.free.pop() {
             Some(id) => {
                 self.contexts[id as usize] = Some(ctx);
+                self.last_seen[id as usize] = now;
                 id
             }
             None => {
                 self.contexts.push(Some(ctx));
+                self.last_seen.push(now);
                 (self.contexts.len() - 1) as u32
             }
         };
-        self.index.insert(key, id);
+        self.index.insert(
+            key,
+            Slot {
+                id,
+                pos: 0,
+                check,
+                generation: 0,
+            },
+        );
         self.stats.contexts_created += 1;
-        id
+        (key, id, None)
     }
 
     /// Closes every bucket that ended at or before the start of the bucket containing `now`
@@ -462,9 +570,14 @@ impl Aggregator {
         // previous cutoff (or the first data bucket) up to the last one a counter can still
         // owe a zero to (`B < last sample + expiry`).
         let mut max_last = self.live_counters.values().copied().max();
-        for accs in self.buckets.range(..cutoff).map(|(_, a)| a) {
-            for acc in accs.values() {
-                if let Acc::Count { last_ts, .. } = acc {
+        for bucket in self.buckets.range(..cutoff).map(|(_, b)| b) {
+            for (_, acc) in &bucket.accs {
+                if let Acc::Count {
+                    last_ts,
+                    sampled: true,
+                    ..
+                } = acc
+                {
                     max_last = Some(max_last.map_or(*last_ts, |m| m.max(*last_ts)));
                 }
             }
@@ -488,25 +601,37 @@ impl Aggregator {
         }
 
         let mut out = Emitter::default();
+        let empty = FxHashMap::default();
         for b in starts {
-            let accs = self.buckets.remove(&b).unwrap_or_default();
-            for (&id, acc) in &accs {
-                let Some(Some(ctx)) = self.contexts.get(id as usize) else {
-                    continue;
-                };
-                self.emit(&mut out, id, ctx, b, acc);
-                if let Acc::Count { last_ts, .. } = acc {
-                    let e = self.live_counters.entry(id).or_insert(*last_ts);
-                    *e = (*e).max(*last_ts);
+            let bucket = self.buckets.remove(&b);
+            if let Some(bucket) = &bucket {
+                for (id, acc) in &bucket.accs {
+                    let Some(Some(ctx)) = self.contexts.get(*id as usize) else {
+                        continue;
+                    };
+                    if let Some(seen) = self.last_seen.get_mut(*id as usize) {
+                        *seen = (*seen).max(b + BUCKET_SECONDS);
+                    }
+                    self.emit(&mut out, *id, ctx, b, acc);
+                    if let Acc::Count {
+                        last_ts,
+                        sampled: true,
+                        ..
+                    } = acc
+                    {
+                        let e = self.live_counters.entry(*id).or_insert(*last_ts);
+                        *e = (*e).max(*last_ts);
+                    }
                 }
             }
+            let sampled = bucket.as_ref().map_or(&empty, |b| &b.pos);
             let expiry = self.cfg.expiry_seconds;
             let contexts = &self.contexts;
             self.live_counters.retain(|&id, &mut last| {
-                if accs.contains_key(&id) {
+                if sampled.contains_key(&id) {
                     return true;
                 }
-                if last + expiry > b {
+                if last.saturating_add(expiry) > b {
                     if let Some(Some(ctx)) = contexts.get(id as usize) {
                         out.point(id, 0, ctx, "", MetricKind::Rate, None, b, 0.0);
                     }
@@ -532,18 +657,15 @@ impl Aggregator {
         let open: FxHashSet<u32> = self
             .buckets
             .values()
-            .flat_map(|accs| accs.keys().copied())
+            .flat_map(|b| b.pos.keys().copied())
             .collect();
         for id in 0..self.contexts.len() {
             let id32 = id as u32;
-            let expired = match &self.contexts[id] {
-                Some(ctx) => {
-                    ctx.last_seen + CONTEXT_EXPIRY_SECONDS <= now
-                        && !self.live_counters.contains_key(&id32)
-                        && !open.contains(&id32)
-                }
-                None => false,
-            };
+            let seen = self.last_seen.get(id).copied().unwrap_or(i64::MIN);
+            let expired = self.contexts[id].is_some()
+                && seen.saturating_add(CONTEXT_EXPIRY_SECONDS) <= now
+                && !self.live_counters.contains_key(&id32)
+                && !open.contains(&id32);
             if expired && let Some(ctx) = self.contexts[id].take() {
                 self.index.remove(&ctx.key);
                 self.free.push(id32);
@@ -551,11 +673,11 @@ impl Aggregator {
             }
         }
     }
-
     fn emit(&self, out: &mut Emitter, id: u32, ctx: &Context, b: i64, acc: &Acc) {
         let unit = (ctx.metric_type == MetricType::Timing).then_some("millisecond");
         match acc {
-            Acc::Gauge(v) => out.point(id, 0, ctx, "", MetricKind::Gauge, None, b, *v),
+            Acc::Gauge(None) | Acc::Count { sampled: false, .. } => {}
+            Acc::Gauge(Some(v)) => out.point(id, 0, ctx, "", MetricKind::Gauge, None, b, *v),
             Acc::Count { sum, .. } => out.point(
                 id,
                 0,
@@ -569,6 +691,7 @@ impl Aggregator {
             Acc::Set(set) => {
                 out.point(id, 0, ctx, "", MetricKind::Gauge, None, b, set.len() as f64)
             }
+            Acc::Dist(sketch) if sketch.is_empty() => {}
             Acc::Dist(sketch) => out.sketch(id, ctx, b, sketch.clone()),
             Acc::Hist(h) => self.emit_hist(out, id, ctx, b, h, unit),
         }

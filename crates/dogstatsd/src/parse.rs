@@ -134,13 +134,13 @@ impl MetricType {
     }
 
     fn from_symbol(s: &str) -> Option<Self> {
-        Some(match s {
-            "c" => Self::Count,
-            "g" => Self::Gauge,
-            "h" => Self::Histogram,
-            "ms" => Self::Timing,
-            "s" => Self::Set,
-            "d" => Self::Distribution,
+        Some(match s.as_bytes() {
+            [b'c'] => Self::Count,
+            [b'g'] => Self::Gauge,
+            [b'h'] => Self::Histogram,
+            [b'm', b's'] => Self::Timing,
+            [b's'] => Self::Set,
+            [b'd'] => Self::Distribution,
             _ => return None,
         })
     }
@@ -456,13 +456,24 @@ fn parse_go_bool(s: &str) -> Option<bool> {
 #[derive(Clone, Debug)]
 pub struct DatagramMessages<'a> {
     lines: Lines<'a>,
+    /// The whole datagram is UTF-8, so every line is (lines split at ASCII bytes).
+    utf8: bool,
 }
 
 impl<'a> Iterator for DatagramMessages<'a> {
     type Item = Result<Message<'a>, ParseError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        self.lines.next().map(parse_message)
+        let line = self.lines.next()?;
+        if self.utf8 {
+            match std::str::from_utf8(line) {
+                // Cannot fail (checked once for the datagram); kept checked to stay panic-free.
+                Ok(line) => Some(parse_line(line)),
+                Err(_) => Some(Err(ParseError::InvalidUtf8)),
+            }
+        } else {
+            Some(parse_message(line))
+        }
     }
 }
 
@@ -477,7 +488,7 @@ impl<'a> Iterator for Lines<'a> {
 
     fn next(&mut self) -> Option<&'a [u8]> {
         while !self.rest.is_empty() {
-            let (mut line, rest) = match self.rest.iter().position(|&b| b == b'\n') {
+            let (mut line, rest) = match find_byte(self.rest, b'\n') {
                 Some(i) => (&self.rest[..i], &self.rest[i + 1..]),
                 None => (self.rest, &self.rest[self.rest.len()..]),
             };
@@ -503,6 +514,7 @@ pub fn lines(datagram: &[u8]) -> Lines<'_> {
 pub fn parse_datagram(datagram: &[u8]) -> DatagramMessages<'_> {
     DatagramMessages {
         lines: lines(datagram),
+        utf8: datagram.is_ascii() || std::str::from_utf8(datagram).is_ok(),
     }
 }
 
@@ -510,22 +522,48 @@ pub fn parse_datagram(datagram: &[u8]) -> DatagramMessages<'_> {
 /// prefix: `_e{` event, `_sc` service check, anything else a metric.
 pub fn parse_message(line: &[u8]) -> Result<Message<'_>, ParseError> {
     let line = std::str::from_utf8(line).map_err(|_| ParseError::InvalidUtf8)?;
-    if line.is_empty() {
-        return Err(ParseError::Empty);
+    parse_line(line)
+}
+
+/// [`parse_message`] for a line already known to be UTF-8.
+pub fn parse_line(line: &str) -> Result<Message<'_>, ParseError> {
+    match line.as_bytes() {
+        [] => Err(ParseError::Empty),
+        [b'_', b'e', b'{', ..] => parse_event(line).map(Message::Event),
+        [b'_', b's', b'c', ..] => parse_service_check(line).map(Message::ServiceCheck),
+        _ => parse_metric(line).map(Message::Metric),
     }
-    if line.starts_with("_e{") {
-        parse_event(line).map(Message::Event)
-    } else if line.starts_with("_sc") {
-        parse_service_check(line).map(Message::ServiceCheck)
-    } else {
-        parse_metric(line).map(Message::Metric)
+}
+
+/// Index of the first `needle` in `hay`, eight bytes at a time (SWAR; no `unsafe`).
+#[inline]
+pub(crate) fn find_byte(hay: &[u8], needle: u8) -> Option<usize> {
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    let pattern = LO.wrapping_mul(u64::from(needle));
+    let mut chunks = hay.chunks_exact(8);
+    let mut offset = 0;
+    for chunk in chunks.by_ref() {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let x = u64::from_le_bytes(word) ^ pattern;
+        let found = x.wrapping_sub(LO) & !x & HI;
+        if found != 0 {
+            return Some(offset + (found.trailing_zeros() / 8) as usize);
+        }
+        offset += 8;
     }
+    chunks
+        .remainder()
+        .iter()
+        .position(|&b| b == needle)
+        .map(|i| offset + i)
 }
 
 /// Splits `s` at the first `|`: `(field, rest)`; `rest` is `None` when there is no `|`.
 #[inline]
 fn next_field(s: &str) -> (&str, Option<&str>) {
-    match s.as_bytes().iter().position(|&b| b == b'|') {
+    match find_byte(s.as_bytes(), b'|') {
         Some(i) => (&s[..i], Some(&s[i + 1..])),
         None => (s, None),
     }
@@ -537,7 +575,7 @@ pub fn parse_metric(line: &str) -> Result<Metric<'_>, ParseError> {
     let Some(rest) = rest else {
         return Err(ParseError::MissingMetricType);
     };
-    let Some(colon) = name_value.as_bytes().iter().position(|&b| b == b':') else {
+    let Some(colon) = find_byte(name_value.as_bytes(), b':') else {
         return Err(ParseError::MissingValueSeparator(quote(name_value)));
     };
     let name = &name_value[..colon];
@@ -807,4 +845,26 @@ pub fn parse_service_check(line: &str) -> Result<ServiceCheck<'_>, ParseError> {
         }
     }
     Ok(sc)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn find_byte_matches_position(hay in prop::collection::vec(any::<u8>(), 0..64), needle in any::<u8>()) {
+            prop_assert_eq!(find_byte(&hay, needle), hay.iter().position(|&b| b == needle));
+        }
+    }
+
+    #[test]
+    fn find_byte_edges() {
+        assert_eq!(find_byte(b"", b'|'), None);
+        assert_eq!(find_byte(b"abcdefgh|", b'|'), Some(8));
+        assert_eq!(find_byte(b"\x01\x00|", b'|'), Some(2));
+        assert_eq!(find_byte(b"\xff\xff\xff\xff\xff\xff\xff|", b'|'), Some(7));
+        assert_eq!(find_byte(b"a|b|c", b'|'), Some(1));
+    }
 }

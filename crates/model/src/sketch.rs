@@ -194,11 +194,23 @@ impl DDSketch {
     }
 
     fn add_key(&mut self, key: i16, n: u64) {
-        match self.bins.binary_search_by_key(&key, |b| b.0) {
-            Ok(i) => self.bins[i].1 = self.bins[i].1.saturating_add(n),
-            Err(i) => self.bins.insert(i, (key, n)),
+        let grew = match self.bins.binary_search_by_key(&key, |b| b.0) {
+            Ok(i) => {
+                let old = self.bins[i].1;
+                let new = old.saturating_add(n);
+                self.bins[i].1 = new;
+                new.div_ceil(MAX_BIN_WIDTH) > old.div_ceil(MAX_BIN_WIDTH)
+            }
+            Err(i) => {
+                self.bins.insert(i, (key, n));
+                true
+            }
+        };
+        // The split-bin count only changes when a key is added or a count crosses a multiple
+        // of 65535; only then can the limit be exceeded (the hot path stays O(log n)).
+        if grew {
+            self.trim();
         }
-        self.trim();
     }
 
     /// Number of wire bins (counts split at 65535).
@@ -211,9 +223,7 @@ impl DDSketch {
 
     /// Collapses the lowest bins into the next one while the split-bin count exceeds the limit.
     fn trim(&mut self) {
-        // Cheap upper bound: split_len <= distinct keys + total / 65535.
-        let bound = self.bins.len() as u64 + self.bin_total() / MAX_BIN_WIDTH;
-        if bound <= BIN_LIMIT as u64 {
+        if self.bins.len() <= BIN_LIMIT / 2 && self.bins.iter().all(|b| b.1 <= MAX_BIN_WIDTH) {
             return;
         }
         let mut excess = self.split_len().saturating_sub(BIN_LIMIT);
