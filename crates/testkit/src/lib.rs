@@ -556,3 +556,70 @@ fn decode(path: &str, raw: &[u8]) -> Result<Decoded, (u16, String)> {
         other => Err((404, format!("no route {other}"))),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// One raw HTTP/1.1 request over plain TCP; returns the status code.
+    async fn post(addr: SocketAddr, path: &str, headers: &[(&str, &str)], body: &[u8]) -> u16 {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let mut req = format!(
+            "POST {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n",
+            body.len()
+        );
+        for (k, v) in headers {
+            req.push_str(&format!("{k}: {v}\r\n"));
+        }
+        req.push_str("\r\n");
+        s.write_all(req.as_bytes()).await.unwrap();
+        s.write_all(body).await.unwrap();
+        let mut resp = String::new();
+        s.read_to_string(&mut resp).await.unwrap();
+        resp.split(' ').nth(1).unwrap().parse().unwrap()
+    }
+
+    fn gzip(data: &[u8]) -> Vec<u8> {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        e.write_all(data).unwrap();
+        e.finish().unwrap()
+    }
+
+    #[tokio::test]
+    async fn decodes_gzip_checks_keys_routes_and_injected_failures() {
+        let r = Receiver::start_with("k", Mode::Plain).await.unwrap();
+        let body = gzip(br#"[{"check":"c","status":0}]"#);
+        let gz = [("DD-API-KEY", "k"), ("Content-Encoding", "gzip")];
+        assert_eq!(post(r.addr(), "/api/v1/check_run", &gz, &body).await, 202);
+        assert_eq!(
+            r.check_runs(),
+            [serde_json::json!({"check":"c","status":0})]
+        );
+        let wrong = [("DD-API-KEY", "nope"), ("Content-Encoding", "gzip")];
+        assert_eq!(
+            post(r.addr(), "/api/v1/check_run", &wrong, &body).await,
+            403
+        );
+        assert_eq!(post(r.addr(), "/api/v1/check_run", &[], &body).await, 403);
+        assert_eq!(post(r.addr(), "/nowhere", &gz, &body).await, 404);
+        assert_eq!(
+            post(r.addr(), "/api/v2/series", &gz, &gzip(b"\xff\xff")).await,
+            400
+        );
+        r.fail_next(503, 1);
+        assert_eq!(post(r.addr(), "/api/v1/check_run", &gz, &body).await, 503);
+        assert_eq!(post(r.addr(), "/api/v1/check_run", &gz, &body).await, 202);
+        assert_eq!(r.check_runs().len(), 2);
+        assert_eq!(r.state().accepted, 2);
+        assert_eq!(r.requests().len(), 7);
+
+        // Down: connection refused; up again on the same port.
+        r.set_down(true).await;
+        assert!(!r.is_up());
+        assert!(tokio::net::TcpStream::connect(r.addr()).await.is_err());
+        r.set_down(false).await;
+        assert_eq!(post(r.addr(), "/api/v1/check_run", &gz, &body).await, 202);
+    }
+}
