@@ -222,7 +222,8 @@ pub struct Aggregator {
 
 #[inline]
 fn bucket_start(ts: i64) -> i64 {
-    ts - ts.rem_euclid(BUCKET_SECONDS)
+    // Saturating so that absurd clocks (near i64::MIN) cannot overflow.
+    ts.saturating_sub(ts.rem_euclid(BUCKET_SECONDS))
 }
 
 #[inline]
@@ -586,7 +587,7 @@ impl Aggregator {
             let first = self
                 .last_cutoff
                 .or_else(|| starts.first().copied())
-                .unwrap_or(cutoff - BUCKET_SECONDS);
+                .unwrap_or(cutoff.saturating_sub(BUCKET_SECONDS));
             let end = cutoff.min(
                 bucket_start(max_last.saturating_add(self.cfg.expiry_seconds - 1))
                     .saturating_add(BUCKET_SECONDS),
@@ -594,7 +595,7 @@ impl Aggregator {
             let mut b = first;
             while b < end {
                 starts.push(b);
-                b += BUCKET_SECONDS;
+                b = b.saturating_add(BUCKET_SECONDS);
             }
             starts.sort_unstable();
             starts.dedup();
@@ -610,7 +611,7 @@ impl Aggregator {
                         continue;
                     };
                     if let Some(seen) = self.last_seen.get_mut(*id as usize) {
-                        *seen = (*seen).max(b + BUCKET_SECONDS);
+                        *seen = (*seen).max(b.saturating_add(BUCKET_SECONDS));
                     }
                     self.emit(&mut out, *id, ctx, b, acc);
                     if let Acc::Count {

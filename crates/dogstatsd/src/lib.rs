@@ -22,7 +22,8 @@ pub use aggregate::{Aggregator, AggregatorConfig, AggregatorStats, Flushed};
 pub use json::{error_to_json, message_to_json};
 pub use parse::{
     Cardinality, Event, ExternalData, LocalData, Message, Metric, MetricType, MetricValue,
-    ParseError, ServiceCheck, Tags, lines, parse_datagram, parse_line, parse_message,
+    ParseError, ServiceCheck, Tags, is_reserved_tag, lines, parse_datagram, parse_line,
+    parse_message, split_host_tag,
 };
 
 /// Parses a float exactly like Go's `strconv.ParseFloat(s, 64)` (`None` where Go errors).

@@ -381,6 +381,67 @@ pub struct ServiceCheck<'a> {
     pub cardinality: Option<Cardinality>,
 }
 
+/// Host and tags for a model event/check: `h:` wins, else the last `host:` tag, else
+/// `default_hostname`; reserved and empty tags are dropped, `extra_tags` appended, then sorted
+/// and de-duplicated.
+fn model_identity(
+    hostname: Option<&str>,
+    tags: Tags<'_>,
+    default_hostname: &str,
+    extra_tags: &[String],
+) -> (String, Vec<String>) {
+    let host = hostname.or_else(|| tags.host()).unwrap_or(default_hostname);
+    let mut out: Vec<String> = tags
+        .user_tags()
+        .filter(|t| !t.is_empty())
+        .map(str::to_owned)
+        .chain(extra_tags.iter().cloned())
+        .collect();
+    out.sort_unstable();
+    out.dedup();
+    (host.to_owned(), out)
+}
+
+impl Event<'_> {
+    /// The owned event to forward (`/intake/`), with the host and tag rules of
+    /// `h:` beating a `host:` tag beating `default_hostname`; reserved/empty tags dropped,
+    /// `extra_tags` added, sorted and de-duplicated.
+    pub fn to_model(&self, default_hostname: &str, extra_tags: &[String]) -> warden_model::Event {
+        let (host, tags) = model_identity(self.hostname, self.tags, default_hostname, extra_tags);
+        warden_model::Event {
+            title: self.title.clone().into_owned(),
+            text: self.text.clone().into_owned(),
+            timestamp: self.timestamp,
+            host,
+            aggregation_key: self.aggregation_key.map(str::to_owned),
+            priority: self.priority,
+            source_type_name: self.source_type_name.map(str::to_owned),
+            alert_type: self.alert_type,
+            tags,
+        }
+    }
+}
+
+impl ServiceCheck<'_> {
+    /// The owned check run to forward (`/api/v1/check_run`); host/tag rules as for events.
+    /// A missing `d:` becomes timestamp 0 ("now" at the intake).
+    pub fn to_model(
+        &self,
+        default_hostname: &str,
+        extra_tags: &[String],
+    ) -> warden_model::ServiceCheck {
+        let (host, tags) = model_identity(self.hostname, self.tags, default_hostname, extra_tags);
+        warden_model::ServiceCheck {
+            name: self.name.to_owned(),
+            status: self.status,
+            host,
+            timestamp: self.timestamp.unwrap_or(0),
+            tags,
+            message: self.message.map(str::to_owned),
+        }
+    }
+}
+
 /// Parsed `c:` local data (origin detection): `ci-<id>`, `in-<inode>`, a comma list of those,
 /// or alone the legacy `cid-<id>` / bare `<id>`. Unparsable inodes are dropped, like the agent.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -857,6 +918,36 @@ mod tests {
         fn find_byte_matches_position(hay in prop::collection::vec(any::<u8>(), 0..64), needle in any::<u8>()) {
             prop_assert_eq!(find_byte(&hay, needle), hay.iter().position(|&b| b == needle));
         }
+    }
+
+    #[test]
+    fn event_and_check_to_model() {
+        let extra = vec!["env:prod".to_string()];
+        let Ok(Message::Event(e)) =
+            parse_message(b"_e{5,4}:title|text|#b,host:h1,a,,dd.internal.card:low|k:key|t:error")
+        else {
+            panic!("event expected");
+        };
+        let m = e.to_model("default", &extra);
+        assert_eq!(m.host, "h1");
+        assert_eq!(m.tags, vec!["a", "b", "env:prod"]);
+        assert_eq!(m.aggregation_key.as_deref(), Some("key"));
+        assert_eq!(m.alert_type, AlertType::Error);
+        assert_eq!(m.timestamp, None);
+        let Ok(Message::Event(e)) = parse_message(b"_e{1,1}:t|x|h:explicit|#host:h1") else {
+            panic!("event expected");
+        };
+        assert_eq!(e.to_model("default", &[]).host, "explicit");
+
+        let Ok(Message::ServiceCheck(sc)) = parse_message(b"_sc|db.up|2|m:down|#z") else {
+            panic!("check expected");
+        };
+        let m = sc.to_model("default", &extra);
+        assert_eq!(m.host, "default");
+        assert_eq!(m.status, CheckStatus::Critical);
+        assert_eq!(m.timestamp, 0);
+        assert_eq!(m.tags, vec!["env:prod", "z"]);
+        assert_eq!(m.message.as_deref(), Some("down"));
     }
 
     #[test]
