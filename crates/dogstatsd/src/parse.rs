@@ -403,9 +403,9 @@ fn model_identity(
 }
 
 impl Event<'_> {
-    /// The owned event to forward (`/intake/`), with the host and tag rules of
-    /// `h:` beating a `host:` tag beating `default_hostname`; reserved/empty tags dropped,
-    /// `extra_tags` added, sorted and de-duplicated.
+    /// The owned event to forward (`/intake/`). Host: `h:`, else the last `host:` tag, else
+    /// `default_hostname`. Tags: reserved and empty ones dropped, `extra_tags` added, sorted
+    /// and de-duplicated.
     pub fn to_model(&self, default_hostname: &str, extra_tags: &[String]) -> warden_model::Event {
         let (host, tags) = model_identity(self.hostname, self.tags, default_hostname, extra_tags);
         warden_model::Event {
