@@ -229,12 +229,7 @@ fn url_decode(s: &[u8], iis: bool) -> Option<Vec<u8>> {
                 let cp = s[i + 2..i + 6]
                     .iter()
                     .fold(0u32, |a, c| a * 16 + u32::from(hex(*c).unwrap_or(0)));
-                // Full-width ASCII range maps back onto ASCII (IIS best-fit behaviour).
-                let cp = if (0xFF01..=0xFF5E).contains(&cp) {
-                    cp - 0xFEE0
-                } else {
-                    cp
-                };
+                // Encoded as UTF-8; libddwaf does not fold full-width forms onto ASCII.
                 push_utf8(&mut out, cp);
                 i += 6;
             } else if i + 2 < s.len() {
