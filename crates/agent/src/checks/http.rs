@@ -290,15 +290,15 @@ fn is_tls_error(err: &reqwest::Error) -> bool {
         if e.downcast_ref::<rustls::Error>().is_some() {
             return true;
         }
-        if let Some(io) = e.downcast_ref::<std::io::Error>() {
-            if io
-                .get_ref()
-                .is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some())
-            {
-                return true;
-            }
-        }
-        cur = e.source();
+        // `io::Error::source` skips the wrapped error itself (tokio-rustls wraps the
+        // `rustls::Error` in an `io::Error`, and hyper wraps that again), so descend by hand.
+        cur = match e
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
+            Some(inner) => Some(inner),
+            None => e.source(),
+        };
     }
     false
 }

@@ -229,15 +229,26 @@ impl UserCheck {
         let stdout = child.stdout.take();
         let stderr = child.stderr.take();
         let run = async {
-            let ((out, overflow), (err, _)) = tokio::join!(
-                read_capped(stdout, MAX_OUTPUT_BYTES),
-                read_capped(stderr, MAX_STDERR_BYTES)
-            );
-            if overflow {
-                return Err(format!(
-                    "stdout exceeded {MAX_OUTPUT_BYTES} bytes; process group killed"
-                ));
+            // Read both pipes to EOF, but stop at once when stdout overflows (stderr may stay
+            // open for as long as the check keeps running).
+            let out_fut = read_capped(stdout, MAX_OUTPUT_BYTES);
+            let err_fut = read_capped(stderr, MAX_STDERR_BYTES);
+            tokio::pin!(out_fut, err_fut);
+            let (mut out, mut err) = (None, None);
+            while out.is_none() || err.is_none() {
+                tokio::select! {
+                    (bytes, overflow) = &mut out_fut, if out.is_none() => {
+                        if overflow {
+                            return Err(format!(
+                                "stdout exceeded {MAX_OUTPUT_BYTES} bytes; process group killed"
+                            ));
+                        }
+                        out = Some(bytes);
+                    }
+                    (bytes, _) = &mut err_fut, if err.is_none() => err = Some(bytes),
+                }
             }
+            let (out, err) = (out.unwrap_or_default(), err.unwrap_or_default());
             match child.wait().await {
                 Ok(status) => Ok((out, err, status)),
                 Err(e) => Err(format!("cannot wait for the check process: {e}")),
