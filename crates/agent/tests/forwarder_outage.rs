@@ -212,3 +212,35 @@ async fn full_disk_queue_drops_oldest_and_counts_exactly() {
     assert!(got.contains(&(N - 1)));
     fwd.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn payload_larger_than_the_memory_bound_goes_through_disk_and_is_delivered() {
+    let rx = Receiver::start(KEY).await;
+    let store = tempfile::tempdir().unwrap();
+    let extra = format!(
+        "{FAST_BACKOFF}forwarder_retry_queue_payloads_max_size: 100\n\
+         forwarder_storage_max_size_in_bytes: 1000000\nforwarder_storage_path: {}\n",
+        store.path().display()
+    );
+    let cfg = config(&rx.url(), Some(rx.ca_file()), &extra);
+    let fwd = spawn(&cfg);
+    // 300 distinct points compress to well over 100 bytes.
+    let big = warden_model::Series {
+        points: (0..300)
+            .map(|i| warden_model::Point {
+                timestamp: 1_700_000_000 + i,
+                value: (i as f64).sqrt(),
+            })
+            .collect(),
+        ..gauge("big", 0.0, 0)
+    };
+    fwd.send(Outgoing::Series(vec![big])).await;
+    assert!(
+        rx.wait_for(Duration::from_secs(10), |s| s.values_of("big").len() == 300)
+            .await
+    );
+    assert_eq!(rx.requests()[0].status, 202);
+    assert!(rx.requests()[0].body_len > 100);
+    assert_eq!(fwd.get(|t| &t.payloads_dropped), 0);
+    fwd.stop().await;
+}

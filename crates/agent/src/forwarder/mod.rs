@@ -430,8 +430,11 @@ impl Forwarder {
                     payloads = loaded.payloads.len(),
                     "reloaded a disk-queue segment"
                 );
+                // Inserted without the bound check: a segment is at most half the memory
+                // bound (or one payload larger than the bound, which could otherwise never
+                // leave the disk); spilling it straight back would loop.
                 for p in loaded.payloads {
-                    self.enqueue(p);
+                    self.memory.insert(p);
                 }
             }
             Ok(None) => {}
