@@ -359,3 +359,56 @@ async fn runner_keeps_running_others_while_one_hangs_and_skips_non_executables()
         .expect("run_checks stops on shutdown (the hanging check is cancelled)")
         .unwrap();
 }
+
+#[tokio::test]
+async fn json_rate_is_the_per_second_increase_between_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let counter = state.path().join("n");
+    script(
+        dir.path(),
+        "counter",
+        &format!(
+            "n=$(cat {c} 2>/dev/null || echo 0)\nn=$((n+100))\necho $n > {c}\n\
+             echo '{{\"metrics\":[{{\"name\":\"app.total\",\"value\":'$n',\"type\":\"rate\"}}]}}'\n",
+            c = counter.display()
+        ),
+        0o700,
+    );
+    let (tx, mut rx) = tokio::sync::mpsc::channel(64);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(run_checks(
+        config(dir.path(), 5, 1),
+        tx,
+        Arc::new(Telemetry::default()),
+        CheckRegistry::new(),
+        stop_rx,
+    ));
+    let rate = tokio::time::timeout(Duration::from_secs(6), async {
+        loop {
+            if let Some(Outgoing::Series(s)) = rx.recv().await {
+                if let Some(x) = s.iter().find(|x| x.name == "app.total") {
+                    return x.clone();
+                }
+            }
+        }
+    })
+    .await
+    .expect("a rate after the second run");
+    assert_eq!(rate.kind, MetricKind::Gauge);
+    // 100 more every run, runs about 1 s apart.
+    let v = rate.points[0].value;
+    assert!((50.0..=200.0).contains(&v), "rate {v}");
+    let runs: u64 = std::fs::read_to_string(&counter)
+        .unwrap()
+        .trim()
+        .parse::<u64>()
+        .unwrap()
+        / 100;
+    assert!(runs >= 2, "the first run must not have produced a rate");
+    stop_tx.send(true).unwrap();
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .unwrap()
+        .unwrap();
+}

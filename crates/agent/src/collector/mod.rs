@@ -41,7 +41,8 @@
 //!   for real. Bind mounts of the same `/dev/...` device are reported once (first mount wins);
 //!   every series has tags `device:`, `device_name:` (base name) and `mount_point:` (which keeps
 //!   the many `tmpfs` mounts apart). In a container the mount points are resolved in the
-//!   agent's own mount namespace.
+//!   agent's own mount namespace. Each `statvfs` runs on a helper thread with a 2 s timeout; a
+//!   mount that hangs (dead hard-mounted NFS) is skipped from then on, with a warning.
 //! * I/O devices that have never done any I/O (unused `loop`/`ram` devices) are skipped.
 //! * `lo` is excluded from network metrics, like the default Datadog network config.
 //! * No outbound probes: there is no NTP check (spec §10 security note).
@@ -114,18 +115,21 @@ pub struct HostCollector {
     interval: i64,
     ticks: f64,
     prev: Option<Snapshot>,
+    /// Mount points whose `statvfs` did not return within [`STATVFS_TIMEOUT`]; skipped from
+    /// then on (a blocked thread cannot be cancelled, so retrying would leak one per run).
+    hung_mounts: HashSet<String>,
 }
 
 /// Accumulates series sharing host, tags, interval and timestamp.
-struct Emit<'a> {
-    host: &'a str,
-    tags: &'a [String],
+struct Emit {
+    host: String,
+    tags: Vec<String>,
     interval: i64,
     now: i64,
     out: Vec<Series>,
 }
 
-impl Emit<'_> {
+impl Emit {
     fn push(&mut self, name: &str, kind: MetricKind, unit: &str, value: f64, extra: &[String]) {
         if !value.is_finite() {
             return;
@@ -135,7 +139,7 @@ impl Emit<'_> {
         self.out.push(Series {
             name: name.to_owned(),
             tags,
-            host: self.host.to_owned(),
+            host: self.host.clone(),
             kind,
             interval: self.interval,
             unit: (!unit.is_empty()).then(|| unit.to_owned()),
@@ -192,6 +196,7 @@ impl HostCollector {
             interval: i64::try_from(cfg.host_metrics_interval).unwrap_or(i64::MAX),
             ticks: sys::clock_ticks(),
             prev: None,
+            hung_mounts: HashSet::new(),
         }
     }
 
@@ -210,8 +215,8 @@ impl HostCollector {
             ..Snapshot::default()
         };
         let mut e = Emit {
-            host: &self.host,
-            tags: &self.tags,
+            host: self.host.clone(),
+            tags: self.tags.clone(),
             interval: self.interval,
             now: now_unix,
             out: Vec::new(),
@@ -263,7 +268,7 @@ impl HostCollector {
     }
 
     /// CPU percentages, per-core totals, context switches; returns the core count.
-    fn cpu(&self, e: &mut Emit<'_>, prev: Option<&Snapshot>, cur: &mut Snapshot) -> usize {
+    fn cpu(&self, e: &mut Emit, prev: Option<&Snapshot>, cur: &mut Snapshot) -> usize {
         let stat = self
             .read("stat")
             .map(|t| procfs::parse_stat(&t))
@@ -331,7 +336,7 @@ impl HostCollector {
         cores
     }
 
-    fn load(&self, e: &mut Emit<'_>, cores: usize) {
+    fn load(&self, e: &mut Emit, cores: usize) {
         let Some((l1, l5, l15)) = self
             .read("loadavg")
             .as_deref()
@@ -347,13 +352,7 @@ impl HostCollector {
         }
     }
 
-    fn memory(
-        &self,
-        e: &mut Emit<'_>,
-        prev: Option<&Snapshot>,
-        cur: &mut Snapshot,
-        dt: Option<f64>,
-    ) {
+    fn memory(&self, e: &mut Emit, prev: Option<&Snapshot>, cur: &mut Snapshot, dt: Option<f64>) {
         if let Some(m) = self.read("meminfo").map(|t| procfs::parse_meminfo(&t)) {
             let get = |k: &str| m.get(k).map(|v| *v as f64);
             let mib = |v: f64| v / MIB;
@@ -429,7 +428,7 @@ impl HostCollector {
         }
     }
 
-    fn disk(&self, e: &mut Emit<'_>) {
+    fn disk(&mut self, e: &mut Emit) {
         let Some(text) = self.read("self/mounts") else {
             return;
         };
@@ -445,10 +444,19 @@ impl HostCollector {
             if !seen_mnt.insert(mnt.clone()) {
                 continue;
             }
-            let st = match sys::statvfs(Path::new(&mnt)) {
+            if self.hung_mounts.contains(&mnt) {
+                continue;
+            }
+            let st = match statvfs_with_timeout(&mnt) {
                 Ok(st) => st,
-                Err(err) => {
+                Err(StatvfsError::Io(err)) => {
                     tracing::debug!(mount = %mnt, %err, "statvfs failed; mount skipped");
+                    continue;
+                }
+                Err(StatvfsError::Hung) => {
+                    tracing::warn!(mount = %mnt, timeout = ?STATVFS_TIMEOUT,
+                        "statvfs did not return (dead network file system?); mount skipped until restart");
+                    self.hung_mounts.insert(mnt);
                     continue;
                 }
             };
@@ -488,7 +496,7 @@ impl HostCollector {
         }
     }
 
-    fn io(&self, e: &mut Emit<'_>, prev: Option<&Snapshot>, cur: &mut Snapshot, dt: Option<f64>) {
+    fn io(&self, e: &mut Emit, prev: Option<&Snapshot>, cur: &mut Snapshot, dt: Option<f64>) {
         let Some(text) = self.read("diskstats") else {
             return;
         };
@@ -627,13 +635,7 @@ impl HostCollector {
         }
     }
 
-    fn network(
-        &self,
-        e: &mut Emit<'_>,
-        prev: Option<&Snapshot>,
-        cur: &mut Snapshot,
-        dt: Option<f64>,
-    ) {
+    fn network(&self, e: &mut Emit, prev: Option<&Snapshot>, cur: &mut Snapshot, dt: Option<f64>) {
         if let Some(text) = self.read("net/dev") {
             cur.nets = procfs::parse_net_dev(&text);
             cur.nets.remove("lo");
@@ -771,6 +773,31 @@ const SNMP_RATES: &[(&str, &str, &str)] = &[
     ("system.net.udp.rcv_buf_errors", "Udp.RcvbufErrors", "error"),
     ("system.net.udp.snd_buf_errors", "Udp.SndbufErrors", "error"),
 ];
+
+/// How long one `statvfs` may take before its mount is considered hung.
+const STATVFS_TIMEOUT: Duration = Duration::from_secs(2);
+
+enum StatvfsError {
+    Io(std::io::Error),
+    Hung,
+}
+
+/// `statvfs` on a helper thread, so a mount that blocks forever (hard-mounted NFS whose server
+/// is gone) costs one stuck thread once instead of the whole collector.
+fn statvfs_with_timeout(mount: &str) -> Result<sys::FsStats, StatvfsError> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let path = PathBuf::from(mount);
+    std::thread::Builder::new()
+        .name("warden-statvfs".into())
+        .spawn(move || {
+            let _ = tx.send(sys::statvfs(&path));
+        })
+        .map_err(StatvfsError::Io)?;
+    match rx.recv_timeout(STATVFS_TIMEOUT) {
+        Ok(r) => r.map_err(StatvfsError::Io),
+        Err(_) => Err(StatvfsError::Hung),
+    }
+}
 
 fn read_file(path: &Path) -> Option<String> {
     match std::fs::read_to_string(path) {
