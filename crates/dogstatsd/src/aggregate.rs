@@ -7,9 +7,9 @@
 //!   the borrowed name/tags/host and only allocates when a context is new. The tag set is
 //!   order-insensitive and de-duplicated (the agent's context key is too); reserved tags
 //!   (`host:`, `dd.internal.*`) are stripped, `host:` overrides the configured hostname, empty
-//!   tags are dropped, `extra_tags` are added. Context identity is a 64-bit hash (the agent's
-//!   `ckey` is one too) plus an independent 64-bit check hash, so a key collision is detected
-//!   and probed without dereferencing the stored context (a cache miss per line otherwise).
+//!   tags are dropped, `extra_tags` are added. Context identity is a pair of independent
+//!   64-bit hashes (the agent's `ckey` is a single 64-bit hash), so the hot path never
+//!   dereferences the stored context to compare strings (a cache miss per line otherwise).
 //!   Each index entry also caches where the context's accumulator sits in the current bucket,
 //!   so a sample costs one index probe and one accumulator access.
 //! * **Buckets** start at `ts - ts % 10` of the `now` given to [`Aggregator::insert`]; a flush at
@@ -138,8 +138,8 @@ impl HistAgg {
 }
 
 struct Context {
-    /// Key under which the context is indexed (after collision probing).
-    key: u64,
+    /// Key under which the context is indexed.
+    key: (u64, u64),
     name: Box<str>,
     host: Box<str>,
     /// Sorted, de-duplicated, extra tags included.
@@ -147,13 +147,11 @@ struct Context {
     metric_type: MetricType,
 }
 
-/// Index entry: context id, a second independent hash to detect key collisions without
-/// touching the context, and a cache of where the context's accumulator sits in the bucket it
-/// last wrote to (valid while that bucket's generation matches).
+/// Index entry: context id and a cache of where the context's accumulator sits in the bucket
+/// it last wrote to (valid while that bucket's generation matches).
 struct Slot {
     id: u32,
     pos: u32,
-    check: u64,
     generation: u64,
 }
 
@@ -209,7 +207,7 @@ pub struct Aggregator {
     /// Per context id: end of the last bucket that held its data (or its creation time).
     last_seen: Vec<i64>,
     free: Vec<u32>,
-    index: FxHashMap<u64, Slot>,
+    index: FxHashMap<(u64, u64), Slot>,
     buckets: BTreeMap<i64, Bucket>,
     next_generation: u64,
     /// Counter contexts still reporting: id → timestamp of their last sample.
@@ -346,8 +344,8 @@ impl Aggregator {
             self.insert_late(m, ts);
             return;
         }
-        let (key, check) = self.context_hashes(m);
-        let (key, id, cached) = self.find_or_create(m, key, check, now);
+        let key = self.context_hashes(m);
+        let (id, cached) = self.find_or_create(m, key, now);
 
         let b = bucket_start(now);
         let next_generation = &mut self.next_generation;
@@ -510,24 +508,16 @@ impl Aggregator {
         (h1.finish(), hash_u64(h2.finish()))
     }
 
-    /// Returns `(index key, context id, cached (generation, position))`; allocates only when
-    /// the context is new.
+    /// Returns `(context id, cached (generation, position))`; allocates only when the
+    /// context is new.
     fn find_or_create(
         &mut self,
         m: &Metric<'_>,
-        mut key: u64,
-        check: u64,
+        key: (u64, u64),
         now: i64,
-    ) -> (u64, u32, Option<(u64, u32)>) {
-        loop {
-            match self.index.get(&key) {
-                Some(slot) if slot.check == check => {
-                    return (key, slot.id, Some((slot.generation, slot.pos)));
-                }
-                // Same key, different context: probe the next key.
-                Some(_) => key = key.wrapping_add(1),
-                None => break,
-            }
+    ) -> (u32, Option<(u64, u32)>) {
+        if let Some(slot) = self.index.get(&key) {
+            return (slot.id, Some((slot.generation, slot.pos)));
         }
         let (host, tags) = self.owned_identity(m.tags);
         let ctx = Context {
@@ -554,12 +544,11 @@ impl Aggregator {
             Slot {
                 id,
                 pos: 0,
-                check,
                 generation: 0,
             },
         );
         self.stats.contexts_created += 1;
-        (key, id, None)
+        (id, None)
     }
 
     /// Closes every bucket that ended at or before the start of the bucket containing `now`
