@@ -93,3 +93,30 @@ async fn statuses_500_429_404_are_retried_then_delivered() {
     assert_eq!(fwd.get(|t| &t.payloads_dropped), 0);
     fwd.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_intake_times_out_and_the_payload_is_retried() {
+    let rx = Receiver::start(KEY).await;
+    rx.set_delay(Duration::from_secs(30));
+    let extra = "forwarder_timeout: 1\nforwarder_backoff_base: 0.05\nforwarder_backoff_max: 0.2\n";
+    let cfg = config(&rx.url(), Some(rx.ca_file()), extra);
+    let fwd = spawn(&cfg);
+    let started = std::time::Instant::now();
+    fwd.send(Outgoing::Series(vec![gauge("slow", 4.0, 1)]))
+        .await;
+    assert!(
+        fwd.wait_telemetry(Duration::from_secs(5), |t| load(&t.payloads_retried) >= 1)
+            .await,
+        "the 1 s forwarder_timeout fired"
+    );
+    assert!(started.elapsed() >= Duration::from_millis(900));
+    rx.set_delay(Duration::ZERO);
+    assert!(
+        rx.wait_for(Duration::from_secs(10), |s| s
+            .values_of("slow")
+            .contains(&4.0))
+            .await
+    );
+    assert_eq!(fwd.get(|t| &t.payloads_dropped), 0);
+    fwd.stop().await;
+}

@@ -90,6 +90,7 @@ pub struct State {
     /// Accepted payloads (2xx).
     pub accepted: usize,
     fail_next: VecDeque<u16>,
+    delay: Duration,
 }
 
 impl State {
@@ -335,6 +336,12 @@ impl Receiver {
         st.fail_next.extend(std::iter::repeat_n(status, n));
     }
 
+    /// Holds every response for `delay` before answering (`Duration::ZERO` to stop), to
+    /// exercise client timeouts.
+    pub fn set_delay(&self, delay: Duration) {
+        self.inner.lock().delay = delay;
+    }
+
     /// A copy of everything recorded.
     pub fn state(&self) -> State {
         self.inner.lock().clone()
@@ -462,6 +469,10 @@ async fn handle(
         body_len: body.len(),
         error: None,
     };
+    let delay = inner.lock().delay;
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
     let key_ok = header("dd-api-key").is_some_and(|k| k == inner.api_key);
     let outcome: Result<Decoded, (u16, String)> = if !key_ok {
         Err((403, "missing or invalid DD-API-KEY".into()))
