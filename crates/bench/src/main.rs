@@ -85,6 +85,10 @@ struct BenchArgs {
     /// Loss threshold for "sustained", percent.
     #[arg(long, default_value_t = 0.05)]
     max_loss_pct: f64,
+    /// Largest time a receiver may keep working after a step ends (its lag behind the offered
+    /// load) for the step to count as sustained.
+    #[arg(long, default_value_t = 0.5)]
+    max_lag_secs: f64,
     /// Receive buffer for every receiver, bytes, applied through net.core.rmem_default while
     /// each receiver binds (needs root; restored at once). 0 = leave the system default.
     #[arg(long, default_value_t = 16 * 1024 * 1024)]
@@ -95,6 +99,14 @@ struct BenchArgs {
     /// CPU for the receiver process (all its threads); "none" to not pin.
     #[arg(long, default_value = "1")]
     receiver_cpu: String,
+    /// Nice value for the receivers and the generator (same for all; negative needs root),
+    /// so that other work on a shared machine does not steal their CPU. "none" to leave it.
+    #[arg(long, default_value = "-10", allow_hyphen_values = true)]
+    nice: String,
+    /// Limit every receiver to this percentage of one CPU (cgroup v1 cpu quota, 10 ms
+    /// period), for when the generator cannot saturate a receiver on a whole core.
+    #[arg(long)]
+    receiver_cpu_quota: Option<f64>,
     /// The warden binary (default: `warden` next to this executable).
     #[arg(long)]
     warden_bin: Option<PathBuf>,
@@ -231,6 +243,18 @@ fn bench(args: BenchArgs) -> anyhow::Result<()> {
     if let Some(cpu) = generator_cpu {
         sys::pin_current_thread(cpu)?;
     }
+    let nice = match args.nice.as_str() {
+        "none" => None,
+        n => {
+            let v: i32 = n
+                .parse()
+                .ok()
+                .filter(|v| (-20..=19).contains(v))
+                .with_context(|| format!("--nice must be -20..19 or `none`, got {n:?}"))?;
+            sys::set_nice(v).with_context(|| format!("setting nice {v} (needs root when < 0)"))?;
+            Some(v)
+        }
+    };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -241,17 +265,23 @@ fn bench(args: BenchArgs) -> anyhow::Result<()> {
         "unknown --intake {:?} (testkit or http)",
         args.intake
     );
+    let cgroup = args
+        .receiver_cpu_quota
+        .map(receivers::CpuCgroup::create)
+        .transpose()?;
     let work_dir = std::env::temp_dir().join(format!("warden-bench-{}", std::process::id()));
     let setup = receivers::Setup {
         warden_bin,
         statsdproxy_bin,
         rcvbuf: args.rcvbuf,
         receiver_cpu,
+        nice,
         server_url: String::new(),
         ca_file: None,
         api_key: intake::API_KEY.to_owned(),
         statsdproxy_flush_ms: args.statsdproxy_flush_ms,
         work_dir: work_dir.clone(),
+        cgroup: cgroup.as_ref().map(|c| c.dir.clone()),
     };
     let opts = driver::Opts {
         receivers,
@@ -264,8 +294,9 @@ fn bench(args: BenchArgs) -> anyhow::Result<()> {
         max_loss: args.max_loss_pct / 100.0,
         generator_cpu,
         warmup: Duration::from_secs(2),
-        drain: Duration::from_secs(2),
-        gap: Duration::from_millis(1500),
+        drain: Duration::from_secs(3),
+        max_lag: secs("max-lag-secs", args.max_lag_secs)?,
+        gap: Duration::from_millis(500),
         throughput: !args.no_throughput,
         rss: !args.no_rss,
         idle: secs("idle-secs", args.idle_secs)?,
@@ -273,9 +304,11 @@ fn bench(args: BenchArgs) -> anyhow::Result<()> {
         rss_rate: args.rss_rate,
         rss_load: secs("rss-secs", args.rss_secs)?,
         intake: args.intake.clone(),
+        receiver_cpu_quota_pct: args.receiver_cpu_quota,
     };
     let result = driver::run(&opts, &setup, &rt);
     receivers::cleanup(&work_dir);
+    drop(cgroup);
     let doc = result?;
     if let Some(dir) = args.json.parent() {
         if !dir.as_os_str().is_empty() {

@@ -57,6 +57,9 @@ pub(crate) struct Setup {
     /// Receive buffer for every receiver, bytes; 0 = leave the system default alone.
     pub(crate) rcvbuf: u64,
     pub(crate) receiver_cpu: Option<usize>,
+    /// Nice value for receivers (and the generator), so other work on a shared host does not
+    /// take their CPU; the same for every receiver.
+    pub(crate) nice: Option<i32>,
     /// Intake URL the agent ships to, and the CA file that makes its certificate trusted.
     pub(crate) server_url: String,
     pub(crate) ca_file: Option<PathBuf>,
@@ -64,6 +67,8 @@ pub(crate) struct Setup {
     /// statsdproxy `aggregate-metrics` flush interval, ms (the agent flushes every second).
     pub(crate) statsdproxy_flush_ms: u64,
     pub(crate) work_dir: PathBuf,
+    /// CPU cgroup (v1) every receiver is started in, when a CPU quota is requested.
+    pub(crate) cgroup: Option<PathBuf>,
 }
 
 /// A running receiver.
@@ -137,9 +142,14 @@ impl Receiver {
         cmd.stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::from(stderr));
-        if let Some(cpu) = setup.receiver_cpu {
-            sys::pin_child(&mut cmd, cpu);
-        }
+        let procs = match &setup.cgroup {
+            Some(dir) => Some(
+                std::ffi::CString::new(dir.join("cgroup.procs").as_os_str().as_encoded_bytes())
+                    .context("cgroup path contains a NUL byte")?,
+            ),
+            None => None,
+        };
+        sys::prepare_child(&mut cmd, setup.receiver_cpu, setup.nice, procs);
 
         // Hold the changed rmem_default only until the listening socket exists.
         let guard = if setup.rcvbuf > 0 {
@@ -287,6 +297,51 @@ fn write_warden_config(setup: &Setup, port: u16, tag: &str) -> anyhow::Result<Pa
 /// A YAML double-quoted scalar.
 fn yaml_str(s: &str) -> String {
     serde_json::to_string(s).unwrap_or_else(|_| format!("{s:?}"))
+}
+
+/// A CPU cgroup (cgroup v1 `cpu` controller) limiting its members to a share of one CPU with
+/// a short CFS period (10 ms), so a throttled receiver stalls for at most a few milliseconds.
+///
+/// Why: on a 2-core machine one generator core cannot saturate a receiver that needs only a
+/// fraction of the other core, so "sustained" would measure the generator. Giving every
+/// receiver the same quota (say 25 % of a core) makes the receivers the bottleneck again and
+/// keeps the comparison fair; figures at a quota are labelled as such.
+pub(crate) struct CpuCgroup {
+    pub(crate) dir: PathBuf,
+}
+
+impl CpuCgroup {
+    pub(crate) fn create(pct: f64) -> anyhow::Result<CpuCgroup> {
+        anyhow::ensure!(
+            pct > 0.0 && pct <= 100.0,
+            "--receiver-cpu-quota must be in (0, 100] percent of one CPU, got {pct}"
+        );
+        let root = Path::new("/sys/fs/cgroup/cpu");
+        anyhow::ensure!(
+            root.join("cpu.cfs_quota_us").exists(),
+            "no cgroup v1 cpu controller at {} (needed for --receiver-cpu-quota)",
+            root.display()
+        );
+        let dir = root.join(format!("warden-bench-{}", std::process::id()));
+        fs::create_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let cg = CpuCgroup { dir };
+        let period: u64 = 10_000;
+        let quota = ((pct / 100.0) * period as f64).round().max(1000.0) as u64;
+        fs::write(cg.dir.join("cpu.cfs_period_us"), period.to_string())
+            .context("setting cpu.cfs_period_us")?;
+        fs::write(cg.dir.join("cpu.cfs_quota_us"), quota.to_string())
+            .context("setting cpu.cfs_quota_us")?;
+        Ok(cg)
+    }
+}
+
+impl Drop for CpuCgroup {
+    fn drop(&mut self) {
+        // Only succeeds once every receiver has exited (they are stopped before this runs).
+        if let Err(e) = fs::remove_dir(&self.dir) {
+            eprintln!("warning: could not remove {}: {e}", self.dir.display());
+        }
+    }
 }
 
 /// Removes the bench's scratch folder.

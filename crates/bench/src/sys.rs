@@ -119,12 +119,52 @@ fn set_affinity(pid: libc::pid_t, cpu: usize) -> io::Result<()> {
 }
 
 /// Makes a child process start pinned to `cpu` (all its threads inherit the mask), like
-/// `taskset -c cpu` without needing the tool.
-pub(crate) fn pin_child(cmd: &mut Command, cpu: usize) {
-    // SAFETY: the closure runs between fork and exec; it only calls sched_setaffinity, a raw
-    // syscall that is async-signal-safe, and allocates nothing.
+/// `taskset -c cpu` without needing the tool, and optionally inside a cgroup (by writing `0`,
+/// "this process", to the given `cgroup.procs` file) before it runs any of its own code.
+pub(crate) fn prepare_child(
+    cmd: &mut Command,
+    cpu: Option<usize>,
+    nice: Option<i32>,
+    cgroup_procs: Option<std::ffi::CString>,
+) {
+    // SAFETY: the closure runs between fork and exec. It only makes raw, async-signal-safe
+    // syscalls (sched_setaffinity, setpriority, open, write, close) on data prepared before the fork (the
+    // CString is moved in), and allocates nothing.
     unsafe {
-        cmd.pre_exec(move || set_affinity(0, cpu));
+        cmd.pre_exec(move || {
+            if let Some(cpu) = cpu {
+                set_affinity(0, cpu)?;
+            }
+            if let Some(n) = nice {
+                if libc::setpriority(libc::PRIO_PROCESS, 0, n) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+            if let Some(path) = &cgroup_procs {
+                let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+                if fd < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                let rc = libc::write(fd, b"0".as_ptr() as *const libc::c_void, 1);
+                let err = io::Error::last_os_error();
+                libc::close(fd);
+                if rc != 1 {
+                    return Err(err);
+                }
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Sets the nice value of the calling thread (threads it creates later inherit it).
+pub(crate) fn set_nice(n: i32) -> io::Result<()> {
+    // SAFETY: setpriority has no memory-safety preconditions.
+    let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, n) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
     }
 }
 
