@@ -10,6 +10,7 @@ pub mod collector;
 pub mod config;
 pub mod dogstatsd;
 pub mod forwarder;
+pub mod secrets;
 mod run;
 pub mod telemetry;
 
