@@ -224,7 +224,7 @@ pub(crate) struct State {
     filter_done: Vec<bool>,
     rule_excl: HashMap<usize, FilterMode>,
     input_excl: HashMap<usize, Vec<(usize, Vec<KeyElem>)>>,
-    proc_done: HashMap<(bool, usize, usize), ()>,
+    proc_gen: HashMap<(bool, usize, usize), u64>,
     new_count: usize,
 }
 
@@ -955,9 +955,22 @@ fn run_processors(
             continue;
         }
         for (mi, (args, out_name, out_idx)) in p.mappings.iter().enumerate() {
-            if st.proc_done.contains_key(&(pre, pi, mi)) {
+            // Regenerate only when one of the inputs changed since the last generation.
+            let newest = args
+                .iter()
+                .flat_map(|(_, ts)| ts.iter())
+                .filter_map(|t| st.store[t.addr].as_ref().map(|x| x.generation))
+                .max()
+                .unwrap_or(0);
+            if newest == 0
+                || st
+                    .proc_gen
+                    .get(&(pre, pi, mi))
+                    .is_some_and(|g| *g >= newest)
+            {
                 continue;
             }
+            st.proc_gen.insert((pre, pi, mi), newest);
             let mut resolved: Vec<(&str, Option<Arc<Value>>)> = Vec::new();
             for (name, ts) in args {
                 let mut v = None;
@@ -980,7 +993,6 @@ fn run_processors(
             ) else {
                 continue;
             };
-            st.proc_done.insert((pre, pi, mi), ());
             if p.spec.output {
                 attrs.insert(out_name.to_string(), val.clone());
             }

@@ -554,11 +554,10 @@ impl Matcher {
 /// both (see docs/adr/0002-waf-libinjection.md). Fingerprints agreed on both sides in every
 /// case where both flagged, so the difference is the fingerprint list, not tokenisation.
 const LIBDDWAF_NOT_SQLI: &[&str] = &[
-    "1c", "1n(vo", "1of(1", "1ov", "Eknkn", "Enknk", "Evn", "f()1n",
-    "f(1)", "f(n)", "f(n)o", "f(nos", "k(n)o", "n&knk", "n&nof", "n&son",
-    "nB1", "nTnkn", "nTnno", "nc", "no(s)", "nof(1", "nof(n", "novc",
-    "s&1", "s&n", "sBs", "sf(1n", "so1&s", "son(1", "sos", "sos1s",
-    "sosks", "vos",
+    "1c", "1n(vo", "1of(1", "1ov", "Eknkn", "Enknk", "Evn", "f()1n", "f(1)", "f(n)", "f(n)o",
+    "f(nos", "k(n)o", "n&knk", "n&nof", "n&son", "nB1", "nTnkn", "nTnno", "nc", "no(s)", "nof(1",
+    "nof(n", "novc", "s&1", "s&n", "sBs", "sf(1n", "so1&s", "son(1", "sos", "sos1s", "sosks",
+    "vos",
 ];
 
 fn int_of(n: &serde_json::Number) -> Option<i128> {

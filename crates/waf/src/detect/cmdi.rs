@@ -9,6 +9,8 @@ use super::shell;
 
 struct ShellSpec {
     name: &'static str,
+    /// PowerShell-style options: `-`, `--` or `/` prefix, case-insensitive, all long.
+    windows_opts: bool,
     requires_cmd_opt: bool,
     cmd_after_opt: bool,
     cmd_opts: &'static [&'static str],
@@ -17,6 +19,7 @@ struct ShellSpec {
 
 const SHELLS: &[ShellSpec] = &[
     ShellSpec {
+        windows_opts: false,
         name: "sh",
         requires_cmd_opt: true,
         cmd_after_opt: false,
@@ -24,6 +27,7 @@ const SHELLS: &[ShellSpec] = &[
         opts_with_arg: &["O", "o", "init-file", "rcfile"],
     },
     ShellSpec {
+        windows_opts: false,
         name: "bash",
         requires_cmd_opt: true,
         cmd_after_opt: false,
@@ -31,6 +35,7 @@ const SHELLS: &[ShellSpec] = &[
         opts_with_arg: &["O", "o", "init-file", "rcfile"],
     },
     ShellSpec {
+        windows_opts: false,
         name: "ksh",
         requires_cmd_opt: false,
         cmd_after_opt: false,
@@ -38,6 +43,7 @@ const SHELLS: &[ShellSpec] = &[
         opts_with_arg: &["o", "T"],
     },
     ShellSpec {
+        windows_opts: false,
         name: "rksh",
         requires_cmd_opt: false,
         cmd_after_opt: false,
@@ -45,6 +51,7 @@ const SHELLS: &[ShellSpec] = &[
         opts_with_arg: &["o", "T"],
     },
     ShellSpec {
+        windows_opts: false,
         name: "fish",
         requires_cmd_opt: true,
         cmd_after_opt: true,
@@ -52,6 +59,7 @@ const SHELLS: &[ShellSpec] = &[
         opts_with_arg: &[],
     },
     ShellSpec {
+        windows_opts: false,
         name: "zsh",
         requires_cmd_opt: true,
         cmd_after_opt: false,
@@ -59,6 +67,7 @@ const SHELLS: &[ShellSpec] = &[
         opts_with_arg: &["o"],
     },
     ShellSpec {
+        windows_opts: false,
         name: "dash",
         requires_cmd_opt: true,
         cmd_after_opt: false,
@@ -66,11 +75,28 @@ const SHELLS: &[ShellSpec] = &[
         opts_with_arg: &["o"],
     },
     ShellSpec {
+        windows_opts: false,
         name: "ash",
         requires_cmd_opt: true,
         cmd_after_opt: false,
         cmd_opts: &["c"],
         opts_with_arg: &["o"],
+    },
+    ShellSpec {
+        windows_opts: true,
+        name: "powershell",
+        requires_cmd_opt: true,
+        cmd_after_opt: true,
+        cmd_opts: &["command", "commandwithargs"],
+        opts_with_arg: &[],
+    },
+    ShellSpec {
+        windows_opts: true,
+        name: "pwsh",
+        requires_cmd_opt: true,
+        cmd_after_opt: true,
+        cmd_opts: &["command", "commandwithargs"],
+        opts_with_arg: &[],
     },
 ];
 
@@ -99,6 +125,18 @@ fn shell_command<'a>(exe_base: &str, argv: &'a [String]) -> Option<&'a str> {
         if arg.is_empty() {
             i += 1;
             continue;
+        }
+        if spec.windows_opts {
+            if let Some(opt) = arg.strip_prefix('-').or_else(|| arg.strip_prefix('/')) {
+                let opt = opt.strip_prefix('-').unwrap_or(opt).to_ascii_lowercase();
+                found |= spec.cmd_opts.contains(&opt.as_str());
+                if found {
+                    return argv.get(i + 1).map(String::as_str);
+                }
+                i += 1;
+                continue;
+            }
+            return if found { Some(arg) } else { None };
         }
         if let Some(rest) = arg.strip_prefix("--") {
             if rest.is_empty() {

@@ -75,7 +75,11 @@ impl Lexer<'_> {
             return;
         }
         let w = &self.s[start..end];
-        let kind = if self.redir_target {
+        let unterminated_quote = (w.starts_with('"') && (w.len() == 1 || !w.ends_with('"')))
+            || (w.starts_with('\'') && (w.len() == 1 || !w.ends_with('\'')));
+        let kind = if unterminated_quote {
+            Kind::Field
+        } else if self.redir_target {
             self.redir_target = false;
             Kind::Field
         } else if self.keyword_name_next {

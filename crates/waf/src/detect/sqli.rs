@@ -157,16 +157,27 @@ pub(crate) fn check(p: &Prepared<'_>, param: &str) -> Option<Found> {
     if param.len() < MIN_PARAM_LEN {
         return None;
     }
-    let idx = p.stmt.find(param)?;
     if p.tokens.is_empty() {
         return None;
     }
-    let (first, n) = overlapping(&p.tokens, idx, idx + param.len())?;
-    let ts = &p.tokens[first..first + n];
-    let hit = (harmful(ts) && !benign_order_by(p.stmt, &p.tokens, first, ts))
-        || (ts.len() < MIN_TOKENS
-            && (where_tautology(p.stmt, &p.tokens, first, ts)
-                || query_comment(&p.tokens, ts, idx, first)));
+    // Every occurrence of the parameter in the statement is considered.
+    let mut from = 0;
+    let mut hit = false;
+    while let Some(off) = p.stmt.get(from..).and_then(|s| s.find(param)) {
+        let idx = from + off;
+        if let Some((first, n)) = overlapping(&p.tokens, idx, idx + param.len()) {
+            let ts = &p.tokens[first..first + n];
+            if (harmful(ts) && !benign_order_by(p.stmt, &p.tokens, first, ts))
+                || (ts.len() < MIN_TOKENS
+                    && (where_tautology(p.stmt, &p.tokens, first, ts)
+                        || query_comment(&p.tokens, ts, idx, first)))
+            {
+                hit = true;
+                break;
+            }
+        }
+        from = idx + p.stmt[idx..].chars().next().map_or(1, char::len_utf8);
+    }
     hit.then(|| Found {
         highlight: param.to_string(),
         resource_value: Some(strip_literals(p.stmt, &p.tokens)),
