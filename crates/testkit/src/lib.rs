@@ -342,6 +342,17 @@ impl Receiver {
         self.inner.lock().delay = delay;
     }
 
+    /// Forgets everything recorded so far (injected failures and the delay stay).
+    pub fn clear(&self) {
+        let mut st = self.inner.lock();
+        let (fail_next, delay) = (std::mem::take(&mut st.fail_next), st.delay);
+        *st = State {
+            fail_next,
+            delay,
+            ..State::default()
+        };
+    }
+
     /// A copy of everything recorded.
     pub fn state(&self) -> State {
         self.inner.lock().clone()
@@ -625,6 +636,8 @@ mod tests {
         assert_eq!(r.check_runs().len(), 2);
         assert_eq!(r.state().accepted, 2);
         assert_eq!(r.requests().len(), 7);
+        r.clear();
+        assert!(r.requests().is_empty() && r.check_runs().is_empty());
 
         // Down: connection refused; up again on the same port.
         r.set_down(true).await;

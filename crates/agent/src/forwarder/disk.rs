@@ -591,4 +591,40 @@ mod tests {
         let l = q.pop_newest().unwrap().unwrap();
         assert_eq!(l.payloads, vec![payload(12, 1000)]);
     }
+
+    proptest::proptest! {
+        /// Arbitrary damage never panics the reader and never yields a payload that was not
+        /// written: every record is either recovered intact or counted.
+        #[test]
+        fn damaged_segments_never_yield_foreign_payloads(
+            sizes in proptest::collection::vec(0usize..300, 1..12),
+            flips in proptest::collection::vec((0usize..10_000, 1u8..=255), 0..6),
+            cut in proptest::option::of(0usize..10_000),
+        ) {
+            let written: Vec<Payload> = sizes
+                .iter()
+                .enumerate()
+                .map(|(i, n)| payload(i as u64, *n))
+                .collect();
+            let mut data = encode_segment(&written);
+            for (at, x) in flips {
+                let len = data.len();
+                data[at % len] ^= x;
+            }
+            if let Some(c) = cut {
+                data.truncate(c % (data.len() + 1));
+            }
+            let l = decode_segment(&data);
+            for p in &l.payloads {
+                proptest::prop_assert!(written.contains(p), "foreign payload {p:?}");
+            }
+            proptest::prop_assert!(l.payloads.len() <= written.len());
+        }
+
+        #[test]
+        fn random_bytes_never_panic(data in proptest::collection::vec(proptest::num::u8::ANY, 0..2000)) {
+            let l = decode_segment(&data);
+            proptest::prop_assert!(l.payloads.len() <= data.len() / (RECORD_HEAD + BODY_FIXED));
+        }
+    }
 }

@@ -15,7 +15,7 @@
 //! * **Datadog semantics** (`agent.md` §3): 2xx delivered; 400/403/413 dropped (the intake
 //!   will never take them; counted in `payloads_rejected` and `payloads_dropped`); every other
 //!   status, network, timeout and TLS error is retried. Each endpoint has a circuit breaker
-//!   with exponential backoff ([`retry`]); while it is blocked, its payloads wait.
+//!   with exponential backoff (`retry.rs`); while it is blocked, its payloads wait.
 //! * **Newest first, oldest evicted**: fresh data matters most when the intake comes back, so
 //!   the queue sends the newest payload first; when the memory bound
 //!   (`forwarder_retry_queue_payloads_max_size`) is hit, the oldest payloads go — to disk when
@@ -23,8 +23,8 @@
 //! * **No loss within bounds**: with `forwarder_storage_max_size_in_bytes > 0`, payloads leave
 //!   the agent only by being delivered, rejected by the intake, or pushed out of the *disk*
 //!   bound (counted). Graceful shutdown persists what is still in memory, and a new forwarder
-//!   on the same `forwarder_storage_path` sends it (format and invariants: [`disk`]).
-//! * **Never fail open**: see [`transport`]. A certificate error is a retryable error, so data
+//!   on the same `forwarder_storage_path` sends it (format and invariants: `disk.rs`).
+//! * **Never fail open**: see `transport.rs`. A certificate error is a retryable error, so data
 //!   waits for the operator to fix trust instead of being sent in clear or discarded.
 //! * **One request in flight** (`forwarder_num_workers: 1`): simple ordering, bounded resource
 //!   use; sends run on a spawned task so that intake of new batches never waits for the
