@@ -412,3 +412,16 @@ async fn json_rate_is_the_per_second_increase_between_runs() {
         .unwrap()
         .unwrap();
 }
+
+#[tokio::test]
+async fn script_in_a_group_writable_folder_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    script(dir.path(), "ok", "echo fine\n", 0o700);
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o770)).unwrap();
+    let out = run_once(&config(dir.path(), 5, 15), "ok").await.unwrap();
+    assert_eq!(out.status, CheckStatus::Critical);
+    assert!(out.message.contains("folder"), "{}", out.message);
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    let out = run_once(&config(dir.path(), 5, 15), "ok").await.unwrap();
+    assert_eq!(out.status, CheckStatus::Ok, "{}", out.message);
+}

@@ -2,9 +2,10 @@
 //! `docs/checks.md`).
 //!
 //! Security model — a user check runs with the agent's privileges, so:
-//! * a file writable by its group or by others, or owned by anyone but the agent user or root,
-//!   is **refused** (CRITICAL service check saying why and how to fix it) — otherwise any
-//!   local user able to write it could run code as the agent;
+//! * a file writable by its group or by others, owned by anyone but the agent user or root, or
+//!   lying in a folder writable by group or others, is **refused** (CRITICAL service check
+//!   saying why and how to fix it) — otherwise any local user able to write it could run code
+//!   as the agent;
 //! * it is executed directly (no shell), with an **empty environment** except `PATH` and
 //!   `LC_ALL` (the agent's environment may hold `WARDEN_API_KEY` and secrets), stdin from
 //!   `/dev/null`, in `checks_d` as working directory, as the leader of its own process group;
@@ -86,6 +87,20 @@ fn security_problem(path: &Path) -> Option<String> {
             path.display(),
             path.display()
         ));
+    }
+    if let Some(dir) = path.parent() {
+        if let Ok(dmeta) = std::fs::metadata(dir) {
+            let dmode = dmeta.permissions().mode() & 0o7777;
+            if dmode & 0o022 != 0 {
+                return Some(format!(
+                    "refused to run {}: its folder {} is writable by group or others (mode \
+                     {dmode:04o}), so another user could replace it; fix: chmod go-w {}",
+                    path.display(),
+                    dir.display(),
+                    dir.display()
+                ));
+            }
+        }
     }
     let euid = sys::effective_uid();
     if meta.uid() != euid && meta.uid() != 0 {
