@@ -63,6 +63,20 @@ async fn shutdown_persists_the_memory_queue_and_the_next_forwarder_sends_it() {
     assert!(load(&t1.disk_queue_bytes) > 0, "persisted at shutdown");
     assert_eq!(load(&t1.payloads_dropped), 0);
     assert_eq!(std::fs::read_dir(store.path()).unwrap().count(), 1);
+    // The API key is rebuilt at send time, never written with the payloads.
+    for f in std::fs::read_dir(store.path()).unwrap() {
+        let path = f.unwrap().path();
+        let data = std::fs::read(&path).unwrap();
+        assert!(data.len() > 32, "segment holds the payloads");
+        assert!(
+            !data.windows(KEY.len()).any(|w| w == KEY.as_bytes()),
+            "API key found in {}",
+            path.display()
+        );
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "segment readable by the agent user only");
+    }
 
     rx.set_down(false).await;
     let fwd = spawn(&cfg);
