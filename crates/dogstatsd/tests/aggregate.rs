@@ -178,6 +178,10 @@ fn distribution_sketch_per_bucket() {
     assert_eq!((k0.min(), k0.max()), (1.0, 10.0));
     assert_eq!(s.points[1].0, 1010);
     assert_eq!(s.points[1].1.count(), 1);
+    // Sketch series survive a JSON round trip unchanged (the model types keep serde derives).
+    let json = serde_json::to_string(&f.sketches).expect("serialize");
+    let back: Vec<warden_model::SketchSeries> = serde_json::from_str(&json).expect("deserialize");
+    assert_eq!(back, f.sketches);
 }
 
 #[test]

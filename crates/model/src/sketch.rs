@@ -380,7 +380,9 @@ impl DDSketch {
     }
 
     /// Rebuilds a sketch from wire form (e.g. a decoded `Dogsketch`). Keys may come in any order
-    /// and repeat; zero counts are dropped. The summary is taken as given.
+    /// and repeat; zero counts are dropped. The summary is taken as given, except that a
+    /// non-finite `min`/`max`/`sum`/`avg` (which JSON cannot carry) is replaced by the value the
+    /// bins imply.
     pub fn from_bins(
         keys: &[i32],
         counts: &[u32],
@@ -414,6 +416,27 @@ impl DDSketch {
                 _ => bins.push((k, n)),
             }
         }
+        let first = bins.first().map_or(0.0, |b| value_of(b.0));
+        let last = bins.last().map_or(0.0, |b| value_of(b.0));
+        let implied_sum = || -> f64 {
+            bins.iter()
+                .map(|&(k, n)| value_of(k) * n as f64)
+                .filter(|x| x.is_finite())
+                .sum()
+        };
+        let finite_or = |v: f64, f: f64| {
+            if v.is_finite() {
+                v
+            } else if f.is_finite() {
+                f
+            } else {
+                0.0
+            }
+        };
+        let min = finite_or(min, first);
+        let max = finite_or(max, last);
+        let sum = if sum.is_finite() { sum } else { implied_sum() };
+        let avg = finite_or(avg, if cnt > 0 { sum / cnt as f64 } else { 0.0 });
         let mut s = Self {
             bins,
             cnt,
@@ -523,6 +546,12 @@ mod tests {
         );
         let s = DDSketch::from_bins(&[5, 3, 5], &[1, 2, 3], 6, 0.0, 0.0, 0.0, 0.0).expect("ok");
         assert_eq!(s.bins(), &[(3, 2), (5, 4)]);
+        // Non-finite summary fields are replaced by what the bins imply.
+        let k = i32::from(key_of(2.0));
+        let s = DDSketch::from_bins(&[k], &[3], 3, f64::NAN, f64::INFINITY, f64::NAN, f64::NAN)
+            .expect("ok");
+        assert!((s.min() - 2.0).abs() < 0.02 && (s.max() - 2.0).abs() < 0.02);
+        assert!((s.sum() - 6.0).abs() < 0.06 && (s.avg() - 2.0).abs() < 0.02);
     }
 
     fn exact_quantile(sorted: &[f64], q: f64) -> f64 {
