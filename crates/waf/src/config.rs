@@ -200,7 +200,6 @@ pub(crate) enum FilterMode {
 
 #[derive(Debug, Clone)]
 pub(crate) struct FilterSpec {
-    pub(crate) id: String,
     pub(crate) targets: Vec<RuleSelector>,
     pub(crate) conditions: Vec<Condition>,
     /// Input filter when `Some` (objects removed from inspection).
@@ -222,13 +221,15 @@ pub(crate) struct ActionSpec {
     pub(crate) parameters: Map<String, Value>,
 }
 
+/// One processor mapping: named argument lists, output address name and its index.
+pub(crate) type Mapping = (Vec<(String, Vec<Target>)>, Arc<str>, usize);
+
 #[derive(Debug, Clone)]
 pub(crate) struct ProcessorSpec {
-    pub(crate) id: String,
     pub(crate) generator: String,
     pub(crate) conditions: Vec<Condition>,
     /// Each mapping: named argument lists + output address.
-    pub(crate) mappings: Vec<(Vec<(String, Vec<Target>)>, Arc<str>, usize)>,
+    pub(crate) mappings: Vec<Mapping>,
     pub(crate) evaluate: bool,
     pub(crate) output: bool,
     pub(crate) scanner_include: Vec<RuleSelector>,
@@ -654,7 +655,7 @@ fn parse_selectors(v: Option<&Value>) -> Result<Vec<RuleSelector>, ConfigError> 
 }
 
 fn parse_filter(o: &Map<String, Value>) -> Result<FilterSpec, ItemError> {
-    let id = get_str(o, "id")?.to_string();
+    get_str(o, "id")?;
     version_gate(o)?;
     let targets = parse_selectors(o.get("rules_target"))?;
     let conditions = parse_conditions(o.get("conditions"), &(Vec::new(), Source::Values), false)?;
@@ -683,7 +684,6 @@ fn parse_filter(o: &Map<String, Value>) -> Result<FilterSpec, ItemError> {
         return Err(ItemError::Failed("empty exclusion filter".into()));
     }
     Ok(FilterSpec {
-        id,
         targets,
         conditions,
         inputs,
@@ -741,7 +741,7 @@ const GENERATORS: &[&str] = &[
 ];
 
 fn parse_processor(o: &Map<String, Value>) -> Result<ProcessorSpec, ItemError> {
-    let id = get_str(o, "id")?.to_string();
+    get_str(o, "id")?;
     version_gate(o)?;
     let generator = get_str(o, "generator")?.to_string();
     if !GENERATORS.contains(&generator.as_str()) {
@@ -795,7 +795,6 @@ fn parse_processor(o: &Map<String, Value>) -> Result<ProcessorSpec, ItemError> {
     let evaluate = o.get("evaluate").and_then(Value::as_bool).unwrap_or(true);
     let output = o.get("output").and_then(Value::as_bool).unwrap_or(false);
     Ok(ProcessorSpec {
-        id,
         generator,
         conditions,
         mappings,

@@ -159,7 +159,7 @@ pub(crate) fn walk<'v>(
             for (k, child) in m {
                 path.push(Seg::Key(k.as_str()));
                 if src != Source::Values
-                    && !(!excl.is_empty() && path_excluded(path, excl))
+                    && (excl.is_empty() || !path_excluded(path, excl))
                     && f(Leaf::Str(k), path)
                 {
                     path.pop();
@@ -720,7 +720,9 @@ fn eval_detector(
 }
 
 /// Evaluate a list of conditions (AND) with the per-condition cache; returns the matches when
-/// all conditions hold.
+/// all conditions hold. Takes the state's fields separately so callers can borrow them
+/// disjointly from the rest of the state.
+#[allow(clippy::too_many_arguments)]
 fn eval_conditions(
     conds: &[Condition],
     tbase: usize,

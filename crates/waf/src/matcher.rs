@@ -454,8 +454,7 @@ impl Matcher {
             },
             Matcher::Ip { nets } => {
                 let txt = std::str::from_utf8(s).ok()?;
-                let (bits, _) =
-                    parse_ip_net(txt.trim()).filter(|(_, p)| *p == 32 + 96 || *p == 128)?;
+                let (bits, _) = parse_ip_net(txt.trim()).filter(|(_, p)| *p == 128)?;
                 let now = now_secs();
                 for (net, p, exp) in nets {
                     if mask(bits, *p) == *net && (*exp == 0 || *exp > now) {

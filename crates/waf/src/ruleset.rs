@@ -52,10 +52,6 @@ pub(crate) struct Rule {
     pub(crate) event: bool,
     pub(crate) keep: bool,
     pub(crate) attributes: Vec<(String, AttrSrc)>,
-    /// Collection (grouping key) index in the waf module, `usize::MAX` elsewhere.
-    pub(crate) collection: usize,
-    pub(crate) module: usize,
-    pub(crate) source: RuleSource,
 }
 
 #[derive(Debug)]
@@ -69,7 +65,6 @@ pub(crate) struct Module {
 
 #[derive(Debug)]
 pub(crate) struct Filter {
-    pub(crate) id: String,
     /// Rule indexes this filter applies to.
     pub(crate) rules: Vec<usize>,
     pub(crate) conditions: Vec<Condition>,
@@ -83,7 +78,7 @@ pub(crate) struct Filter {
 pub(crate) struct Processor {
     pub(crate) spec: Arc<ProcessorSpec>,
     pub(crate) conditions: Vec<Condition>,
-    pub(crate) mappings: Vec<(Vec<(String, Vec<Target>)>, Arc<str>, usize)>,
+    pub(crate) mappings: Vec<config::Mapping>,
     pub(crate) target_base: usize,
     pub(crate) cond_base: usize,
     pub(crate) scanners: Vec<Arc<ScannerSpec>>,
@@ -422,7 +417,6 @@ impl Compiler {
             let mut collections: Vec<(usize, Verdict, usize, usize)> = Vec::new();
             for (r, v) in list {
                 let idx = rules.len();
-                let mut collection = usize::MAX;
                 if grouped {
                     let key = r.tags.get("type").cloned().unwrap_or_default();
                     let n = coll_ids.len();
@@ -431,7 +425,6 @@ impl Compiler {
                         Some(last) if last.0 == cid && last.1 == v => last.3 = idx + 1,
                         _ => collections.push((cid, v, idx, idx + 1)),
                     }
-                    collection = cid;
                 }
                 let (conditions, target_base, cond_base) =
                     self.resolve_conditions(&r.conditions, &data);
@@ -461,9 +454,6 @@ impl Compiler {
                     event: r.event,
                     keep: r.keep,
                     attributes,
-                    collection,
-                    module: mi,
-                    source: r.source,
                 });
             }
             modules.push(Module {
@@ -505,7 +495,6 @@ impl Compiler {
                     .collect::<Vec<_>>()
             });
             let filt = Filter {
-                id: f.id.clone(),
                 rules: targets,
                 conditions,
                 target_base,

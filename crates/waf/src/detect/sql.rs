@@ -366,7 +366,7 @@ pub(crate) fn tokenize(s: &str, d: Dialect) -> Vec<Token> {
 /// True when no `(`/`)` sits between the previous token and a sign: `f(x) -1` is binary,
 /// `(x, -1)` is a signed literal only after a comma or an open parenthesis.
 fn prev_not_paren(b: &[u8], prev_end: usize, i: usize) -> bool {
-    !b[prev_end..i].iter().any(|x| *x == b'(')
+    !b[prev_end..i].contains(&b'(')
 }
 
 fn quoted(b: &[u8], mut i: usize, q: u8, backslash: bool) -> usize {
