@@ -45,14 +45,16 @@ impl KvScanner {
 
     /// Mask sensitive values in `line`. Returns `None` when nothing changed, plus the block start
     /// when the line opens a multi-line sensitive YAML value.
+    /// Keys are looked for from byte `from` on (a token start, see [`token_start`]).
     pub(crate) fn scrub(
         &self,
         line: &str,
+        from: usize,
         extra: &[String],
     ) -> (Option<String>, Option<BlockStart>) {
         let mut out: Option<String> = None;
         let mut copied = 0; // bytes of `line` already copied into `out`
-        let mut pos = 0;
+        let mut pos = from;
         let mut block = None;
         while pos < line.len() {
             let Some(caps) = self.pair.captures_at(line, pos) else {
@@ -116,6 +118,16 @@ impl KvScanner {
         });
         (out, block)
     }
+}
+
+/// Start of the key token around byte `pos`: back over key characters (`[A-Za-z0-9_.-]`).
+pub(crate) fn token_start(line: &str, pos: usize) -> usize {
+    let b = line.as_bytes();
+    let mut i = pos.min(b.len());
+    while i > 0 && (b[i - 1].is_ascii_alphanumeric() || matches!(b[i - 1], b'_' | b'.' | b'-')) {
+        i -= 1;
+    }
+    i
 }
 
 /// Only whitespace, optionally followed by a YAML list marker `- `, precedes the key.
@@ -246,7 +258,7 @@ mod tests {
 
     fn s(line: &str) -> String {
         KvScanner::new()
-            .scrub(line, &[])
+            .scrub(line, 0, &[])
             .0
             .unwrap_or_else(|| line.to_string())
     }
@@ -284,7 +296,7 @@ mod tests {
 
     #[test]
     fn block_start() {
-        let (_, b) = KvScanner::new().scrub("  community_strings:", &[]);
+        let (_, b) = KvScanner::new().scrub("  community_strings:", 0, &[]);
         assert_eq!(
             b,
             Some(BlockStart {
@@ -292,7 +304,7 @@ mod tests {
                 same_indent_list: true
             })
         );
-        let (_, b) = KvScanner::new().scrub("- private_key: |-", &[]);
+        let (_, b) = KvScanner::new().scrub("- private_key: |-", 0, &[]);
         assert_eq!(
             b,
             Some(BlockStart {

@@ -176,6 +176,8 @@ pub struct Scrubber {
     /// All hints, overlapping, to select rules once a line is known to need work.
     hint_all: AhoCorasick,
     hint_bits: Vec<u32>,
+    /// Key-name hints only: where the first candidate key can start.
+    key_hints: AhoCorasick,
     rules: Rules,
     kv: kv::KvScanner,
     dynamic: RwLock<Arc<Dynamic>>,
@@ -217,6 +219,11 @@ impl Default for Scrubber {
             hint_any: build(MatchKind::LeftmostFirst),
             hint_all: build(MatchKind::Standard),
             hint_bits: bits,
+            key_hints: AhoCorasickBuilder::new()
+                .ascii_case_insensitive(true)
+                .match_kind(MatchKind::LeftmostFirst)
+                .build(keys::KEY_HINTS)
+                .expect("static key hint automaton builds"),
             rules: Rules::new(),
             kv: kv::KvScanner::new(),
             dynamic: RwLock::new(Arc::new(Dynamic::default())),
@@ -474,7 +481,22 @@ impl Scrubber {
                 });
             }
             if bits & R_KV != 0 {
-                let (out, block) = self.kv.scrub(cur.as_ref(), &d.extra_keys);
+                // A sensitive key contains a hint: start at the token holding the first one,
+                // skipping the timestamp/logger prefix full of `a:b` pairs.
+                let text = cur.as_ref();
+                let first = [
+                    self.key_hints.find(text).map(|m| m.start()),
+                    d.extra_hints
+                        .as_ref()
+                        .and_then(|ac| ac.find(text))
+                        .map(|m| m.start()),
+                ]
+                .into_iter()
+                .flatten()
+                .min()
+                .unwrap_or(0);
+                let from = kv::token_start(text, first);
+                let (out, block) = self.kv.scrub(text, from, &d.extra_keys);
                 if let Some(o) = out {
                     cur = Cow::Owned(o);
                 }
