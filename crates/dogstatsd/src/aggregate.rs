@@ -593,9 +593,9 @@ impl Aggregator {
         let mut out = Emitter::default();
         let empty = FxHashMap::default();
         for b in starts {
-            let bucket = self.buckets.remove(&b);
-            if let Some(bucket) = &bucket {
-                for (id, acc) in &bucket.accs {
+            let mut bucket = self.buckets.remove(&b);
+            if let Some(bucket) = &mut bucket {
+                for (id, acc) in &mut bucket.accs {
                     let Some(Some(ctx)) = self.contexts.get(*id as usize) else {
                         continue;
                     };
@@ -663,7 +663,8 @@ impl Aggregator {
             }
         }
     }
-    fn emit(&self, out: &mut Emitter, id: u32, ctx: &Context, b: i64, acc: &Acc) {
+    /// Emits one closed accumulator; consumes its samples/sketch (the bucket is being dropped).
+    fn emit(&self, out: &mut Emitter, id: u32, ctx: &Context, b: i64, acc: &mut Acc) {
         let unit = (ctx.metric_type == MetricType::Timing).then_some("millisecond");
         match acc {
             Acc::Gauge(None) | Acc::Count { sampled: false, .. } => {}
@@ -676,13 +677,13 @@ impl Aggregator {
                 MetricKind::Rate,
                 None,
                 b,
-                sum / BUCKET_SECONDS as f64,
+                *sum / BUCKET_SECONDS as f64,
             ),
             Acc::Set(set) => {
                 out.point(id, 0, ctx, "", MetricKind::Gauge, None, b, set.len() as f64)
             }
             Acc::Dist(sketch) if sketch.is_empty() => {}
-            Acc::Dist(sketch) => out.sketch(id, ctx, b, sketch.clone()),
+            Acc::Dist(sketch) => out.sketch(id, ctx, b, std::mem::take(sketch)),
             Acc::Hist(h) => self.emit_hist(out, id, ctx, b, h, unit),
         }
     }
@@ -693,14 +694,15 @@ impl Aggregator {
         id: u32,
         ctx: &Context,
         b: i64,
-        h: &Hist,
+        h: &mut Hist,
         unit: Option<&'static str>,
     ) {
         if h.samples.is_empty() {
             return;
         }
-        let mut samples = h.samples.clone();
+        let samples = &mut h.samples;
         samples.sort_unstable_by(|a, b| a.0.total_cmp(&b.0));
+        let samples: &[(f64, u64)] = samples;
         let count = h.count;
         let mut sum = None;
         for (i, agg) in self.aggregates.iter().enumerate() {
@@ -708,14 +710,14 @@ impl Aggregator {
             let (kind, value) = match agg {
                 HistAgg::Max => (MetricKind::Gauge, samples[samples.len() - 1].0),
                 HistAgg::Min => (MetricKind::Gauge, samples[0].0),
-                HistAgg::Median => (MetricKind::Gauge, weighted_pick(&samples, (count - 1) / 2)),
+                HistAgg::Median => (MetricKind::Gauge, weighted_pick(samples, (count - 1) / 2)),
                 HistAgg::Avg => {
-                    let s = *sum.get_or_insert_with(|| weighted_sum(&samples));
+                    let s = *sum.get_or_insert_with(|| weighted_sum(samples));
                     (MetricKind::Gauge, s / count as f64)
                 }
                 HistAgg::Sum => (
                     MetricKind::Gauge,
-                    *sum.get_or_insert_with(|| weighted_sum(&samples)),
+                    *sum.get_or_insert_with(|| weighted_sum(samples)),
                 ),
                 HistAgg::Count => (MetricKind::Rate, count as f64 / BUCKET_SECONDS as f64),
             };
@@ -727,7 +729,7 @@ impl Aggregator {
             // (p*count - 1) / 100 (integer division truncating toward zero).
             let target = (i128::from(*pct) * i128::from(count) - 1) / 100;
             let target = u64::try_from(target.max(0)).unwrap_or(u64::MAX);
-            let v = weighted_pick(&samples, target);
+            let v = weighted_pick(samples, target);
             out.point(
                 id,
                 base + i as u16,
