@@ -48,34 +48,28 @@ pub const INF_KEY: i16 = i16::MAX;
 /// Largest finite key.
 pub const MAX_KEY: i16 = INF_KEY - 1;
 
-/// `ln(gamma)`, computed like the agent (`log1p(2*eps)`).
-fn ln_gamma() -> f64 {
-    (2.0 * EPS).ln_1p()
-}
+/// `ln(gamma)`, computed like the agent (`log1p(2*eps)`); checked against the formula in tests.
+const LN_GAMMA: f64 = 0.015504186535965254;
 
-/// The agent's key bias (`-floor(log_gamma(MIN_VALUE)) + 1`), 1338 for the defaults.
-fn bias() -> i32 {
-    let emin = (MIN_VALUE.ln() / ln_gamma()).floor() as i32;
-    1 - emin
-}
+/// The agent's key bias (`1 - floor(log_gamma(MIN_VALUE))`); checked in tests.
+const BIAS: i32 = 1338;
 
-/// Smallest positive value mapped to key 1: `gamma^(1 - bias)`.
-fn norm_min() -> f64 {
-    GAMMA.powf(f64::from(1 - bias()))
-}
+/// Smallest positive value mapped to key 1: `gamma^(1 - bias)`; checked in tests.
+const NORM_MIN: f64 = 9.94185408912145e-10;
+const _: () = assert!(NORM_MIN <= MIN_VALUE);
 
 /// Maps a finite value to its key (see the module docs). NaN maps to 0; callers filter it.
 pub fn key_of(v: f64) -> i16 {
     if v < 0.0 {
         return -key_of(-v);
     }
-    if v.is_nan() || v < norm_min() {
+    if v.is_nan() || v < NORM_MIN {
         return 0;
     }
     if v.is_infinite() {
         return INF_KEY;
     }
-    let i = (v.ln() / ln_gamma()).round_ties_even() + f64::from(bias());
+    let i = (v.ln() / LN_GAMMA).round_ties_even() + f64::from(BIAS);
     if i > f64::from(MAX_KEY) {
         INF_KEY
     } else if i < 1.0 {
@@ -92,7 +86,7 @@ pub fn value_of(key: i16) -> f64 {
         INF_KEY => f64::INFINITY,
         k if k <= -INF_KEY => f64::NEG_INFINITY,
         k if k < 0 => -value_of(-k),
-        k => GAMMA.powf(f64::from(i32::from(k) - bias())),
+        k => GAMMA.powf(f64::from(i32::from(k) - BIAS)),
     }
 }
 
@@ -456,8 +450,54 @@ mod tests {
     use proptest::prelude::*;
 
     #[test]
+    fn constants_match_their_formulas() {
+        assert_eq!(LN_GAMMA, (2.0 * EPS).ln_1p());
+        let emin = (MIN_VALUE.ln() / LN_GAMMA).floor() as i32;
+        assert_eq!(BIAS, 1 - emin);
+        assert_eq!(NORM_MIN, GAMMA.powf(f64::from(1 - BIAS)));
+    }
+
+    /// The agent's `config_test.go` expectations, ported.
+    #[test]
+    fn agent_config_test_vectors() {
+        assert_eq!(key_of(-0.0), 0);
+        assert_eq!(key_of(NORM_MIN.next_down()), 0);
+        assert_eq!(key_of(NORM_MIN), 1);
+        assert_eq!(key_of(NORM_MIN.next_up()), 1);
+        assert_eq!(key_of(NORM_MIN * GAMMA), 2);
+        assert_eq!(key_of(value_of(MAX_KEY)), MAX_KEY);
+        assert_eq!(value_of(INF_KEY), f64::INFINITY);
+        assert_eq!(value_of(-INF_KEY), f64::NEG_INFINITY);
+        // key(f64(k)) == k for every key, except that near 1 (where ln is imprecise) the key
+        // may flip between the neighbouring floats.
+        for k in -MAX_KEY..=MAX_KEY {
+            let v = value_of(k);
+            let ak = key_of(v);
+            if ak == k {
+                continue;
+            }
+            let (next, prev) = (key_of(v.next_up()), key_of(v.next_down()));
+            assert!(
+                next - prev == 1 && v.abs() <= 2.0 && v.abs() >= 0.5,
+                "k={k} v={v} key={ak} next={next} prev={prev}"
+            );
+        }
+    }
+
+    #[test]
+    fn relative_error_of_key_values_below_one_percent() {
+        // The agent's TestRelativeError, on a log-spaced sample of the range it scans.
+        let mut v = 1e-6f64;
+        while v < 9.2e18 {
+            let qv = value_of(key_of(v));
+            assert!((v - qv).abs() / v.max(qv) <= 0.01, "v={v} qv={qv}");
+            v *= 1.000_37;
+        }
+    }
+
+    #[test]
     fn key_mapping_matches_agent_constants() {
-        assert_eq!(bias(), 1338);
+        assert_eq!(BIAS, 1338);
         assert_eq!(key_of(0.0), 0);
         assert_eq!(key_of(1e-10), 0);
         assert_eq!(key_of(1e-9), 1);
