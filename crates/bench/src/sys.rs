@@ -128,10 +128,14 @@ pub(crate) fn prepare_child(
     cgroup_procs: Option<std::ffi::CString>,
 ) {
     // SAFETY: the closure runs between fork and exec. It only makes raw, async-signal-safe
-    // syscalls (sched_setaffinity, setpriority, open, write, close) on data prepared before the fork (the
+    // syscalls (prctl, sched_setaffinity, setpriority, open, write, close) on data prepared before the fork (the
     // CString is moved in), and allocates nothing.
     unsafe {
         cmd.pre_exec(move || {
+            // Die with the bench (e.g. on Ctrl-C) instead of lingering on the port.
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                return Err(io::Error::last_os_error());
+            }
             if let Some(cpu) = cpu {
                 set_affinity(0, cpu)?;
             }
