@@ -498,6 +498,11 @@ mod tests {
     #[test]
     fn key_mapping_matches_agent_constants() {
         assert_eq!(BIAS, 1338);
+        // Keys that appear in the agent's agent_test.go expectations.
+        assert_eq!(key_of(10.0), 1487);
+        assert_eq!(key_of(-10.0), -1487);
+        assert_eq!(key_of(1e3), 1784);
+        assert_eq!(key_of(1e4), 1932);
         assert_eq!(key_of(0.0), 0);
         assert_eq!(key_of(1e-10), 0);
         assert_eq!(key_of(1e-9), 1);
