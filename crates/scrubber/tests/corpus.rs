@@ -304,6 +304,11 @@ fn planted_corpus_has_zero_misses_line_text_and_writer() {
         lines >= 200,
         "corpus must have at least 200 lines, has {lines}"
     );
+    let secrets: usize = items.iter().map(|p| p.secrets.len()).sum();
+    eprintln!(
+        "planted corpus: {} items, {lines} lines, {secrets} secret values",
+        items.len()
+    );
     let s = Arc::new(Scrubber::default());
 
     // Item by item through scrub_text.
@@ -537,4 +542,17 @@ proptest! {
         let got = String::from_utf8(w.finish().expect("finish")).expect("utf8");
         prop_assert_eq!(got, expected);
     }
+}
+
+#[test]
+fn scrubber_is_shareable_across_threads() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Scrubber>();
+    // And works when shared: secrets added on one thread apply on another.
+    let s = Arc::new(Scrubber::default());
+    let s2 = Arc::clone(&s);
+    std::thread::spawn(move || s2.add_secret("t0p-s3cret-from-vault").expect("added"))
+        .join()
+        .expect("thread");
+    assert_eq!(s.scrub_line("x t0p-s3cret-from-vault y"), "x ******** y");
 }
