@@ -614,11 +614,19 @@ impl Aggregator {
                     }
                 }
             }
-            let sampled = bucket.as_ref().map_or(&empty, |b| &b.pos);
+            let (positions, accs) = bucket
+                .as_ref()
+                .map_or((&empty, &[][..]), |b| (&b.pos, &b.accs[..]));
             let expiry = self.cfg.expiry_seconds;
             let contexts = &self.contexts;
             self.live_counters.retain(|&id, &mut last| {
-                if sampled.contains_key(&id) {
+                let sampled_here = positions.get(&id).is_some_and(|&p| {
+                    matches!(
+                        accs.get(p as usize),
+                        Some((_, Acc::Count { sampled: true, .. }))
+                    )
+                });
+                if sampled_here {
                     return true;
                 }
                 if last.saturating_add(expiry) > b {

@@ -244,6 +244,15 @@ fn timestamped_samples_skip_aggregation() {
 }
 
 #[test]
+fn counter_with_only_nan_in_a_bucket_still_reports_zero() {
+    let mut a = agg();
+    a.insert(&metric("c:1|c"), 1000);
+    a.insert(&metric("c:NaN|c"), 1010);
+    let f = a.flush(1020);
+    assert_eq!(points(find(&f.series, "c")), vec![(1000, 0.1), (1010, 0.0)]);
+}
+
+#[test]
 fn non_finite_values_dropped() {
     let mut a = agg();
     a.insert(&metric("g:NaN|g"), 1000);
