@@ -201,6 +201,20 @@ pub struct AgentConfig {
     pub flush_interval: u64,
     /// Folder for runtime state (queue, tokens).
     pub run_path: PathBuf,
+
+    // --- Local API and GUI ---------------------------------------------------------------
+    /// Address of the local command API (`warden agent status|config|check|flare|gui`). Must
+    /// be a loopback address: the API is for local administration only.
+    pub cmd_host: String,
+    /// HTTPS port of the local API: -1 disables it, 0 picks a free port (written to
+    /// `<run_path>/ipc_endpoint` for the CLI).
+    pub cmd_port: i32,
+    /// File holding the local API bearer token (created 0600 if missing); default
+    /// `<config dir>/auth_token`.
+    pub auth_token_file_path: PathBuf,
+    /// HTTPS port of the browser GUI on `cmd_host`: -1 (default) disables it, 0 picks a free
+    /// port.
+    pub gui_port: i32,
 }
 
 /// One problem in the configuration.
@@ -293,6 +307,10 @@ const KNOWN_KEYS: &[&str] = &[
     "forwarder_storage_path",
     "flush_interval",
     "run_path",
+    "cmd_host",
+    "cmd_port",
+    "auth_token_file_path",
+    "gui_port",
 ];
 
 const HISTOGRAM_AGGREGATES: &[&str] = &["max", "min", "median", "avg", "sum", "count"];
@@ -314,6 +332,9 @@ impl AgentConfig {
         }
         if cfg.forwarder_storage_path == Path::new("") {
             cfg.forwarder_storage_path = cfg.run_path.join("transactions_to_retry");
+        }
+        if cfg.auth_token_file_path == Path::new("") {
+            cfg.auth_token_file_path = path.parent().unwrap_or(Path::new(".")).join("auth_token");
         }
         Ok(cfg)
     }
@@ -524,6 +545,35 @@ impl AgentConfig {
                 );
             }
         }
+        let cmd_host: String = r.get("cmd_host").unwrap_or_else(|| "127.0.0.1".into());
+        if !is_loopback_host(&cmd_host) {
+            r.issue(
+                "cmd_host",
+                &format!(
+                    "{cmd_host:?} is not a loopback address; the local API and GUI only listen \
+                     on 127.0.0.1, ::1 or localhost"
+                ),
+            );
+        }
+        let cmd_port: i32 = r.get("cmd_port").unwrap_or(5001);
+        let gui_port: i32 = r.get("gui_port").unwrap_or(-1);
+        for (key, port) in [("cmd_port", cmd_port), ("gui_port", gui_port)] {
+            if !(-1..=65_535).contains(&port) {
+                r.issue(
+                    key,
+                    "must be a port 1-65535, 0 (any free port) or -1 (disabled)",
+                );
+            }
+        }
+        if cmd_port >= 1 && cmd_port == gui_port {
+            r.issue("gui_port", "must differ from `cmd_port`");
+        }
+        if gui_port >= 0 && cmd_port < 0 {
+            r.issue(
+                "gui_port",
+                "the GUI needs the local API for sign-in links; set `cmd_port` too",
+            );
+        }
         let flush_interval: u64 = r.get("flush_interval").unwrap_or(1);
         if flush_interval == 0 {
             r.issue("flush_interval", "must be at least 1 second");
@@ -578,6 +628,10 @@ impl AgentConfig {
             forwarder_storage_path: r.get("forwarder_storage_path").unwrap_or_default(),
             flush_interval,
             run_path: r.get("run_path").unwrap_or_default(),
+            cmd_host,
+            cmd_port,
+            auth_token_file_path: r.get("auth_token_file_path").unwrap_or_default(),
+            gui_port,
         };
         if issues.is_empty() {
             Ok(cfg)
@@ -689,6 +743,16 @@ fn strsim(a: &str, b: &str) -> usize {
         prev = cur;
     }
     prev[b.len()]
+}
+
+/// True for `localhost` and loopback IP literals (`127.0.0.0/8`, `::1`).
+pub fn is_loopback_host(host: &str) -> bool {
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// The kernel's host name, or `localhost` if it cannot be read.
@@ -815,5 +879,38 @@ mod tests {
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
         let c = AgentConfig::load(&p).unwrap();
         assert_eq!(c.run_path, dir.path().join("run"));
+        assert_eq!(c.auth_token_file_path, dir.path().join("auth_token"));
+    }
+
+    #[test]
+    fn local_api_listens_on_loopback_only() {
+        let c = parse("api_key: a\n").unwrap();
+        assert_eq!(
+            (c.cmd_host.as_str(), c.cmd_port, c.gui_port),
+            ("127.0.0.1", 5001, -1)
+        );
+        for ok in ["localhost", "127.0.0.1", "127.1.2.3", "::1", "[::1]"] {
+            assert!(
+                parse(&format!("api_key: a\ncmd_host: \"{ok}\"\n")).is_ok(),
+                "{ok}"
+            );
+        }
+        for bad in ["0.0.0.0", "::", "192.168.1.10", "example.com", ""] {
+            let e = parse(&format!("api_key: a\ncmd_host: \"{bad}\"\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("cmd_host") && e.contains("loopback"),
+                "{bad}: {e}"
+            );
+        }
+        let e = parse("api_key: a\ncmd_port: 70000\ngui_port: -2\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("cmd_port") && e.contains("gui_port"), "{e}");
+        let e = parse("api_key: a\ncmd_port: 6000\ngui_port: 6000\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("must differ"), "{e}");
     }
 }

@@ -5,11 +5,13 @@
 //! them into Datadog-format payloads and ships them over TLS, queueing through outages.
 //! Sources never know about HTTP; the forwarder never knows where data came from.
 
+pub mod api;
 pub mod checks;
 pub mod collector;
 pub mod config;
 pub mod dogstatsd;
 pub mod forwarder;
+mod gui;
 pub mod secrets;
 mod run;
 pub mod telemetry;
@@ -17,7 +19,7 @@ pub mod telemetry;
 use warden_model::{Event, Series, ServiceCheck, SketchSeries};
 
 pub use config::AgentConfig;
-pub use run::{AgentError, run};
+pub use run::{AgentError, RunOptions, run, run_with};
 pub use telemetry::Telemetry;
 
 /// A batch handed from a source to the forwarder.

@@ -4,12 +4,21 @@
 //! parser closes its open buckets into the channel), then the forwarder is told to stop; it
 //! drains the channel, keeps sending for its stop timeout, and persists the rest to the disk
 //! queue when one is configured.
+//!
+//! The local API (and GUI) start last, once everything they report on exists, and stop
+//! first. A bad `auth_token` file stops the agent before anything listens; a busy `cmd_port`
+//! only disables the API (logged as an error): shipping data matters more than the management
+//! interface, and the CLI pins the agent's certificate, so whatever holds the port cannot
+//! impersonate the agent to it.
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
+use warden_scrubber::Scrubber;
+
+use crate::api::{AgentView, ApiError, ApiServer, AuthToken, LogRing};
 
 use crate::checks::{CheckRegistry, run_checks};
 use crate::collector::run_collector;
@@ -26,6 +35,18 @@ pub enum AgentError {
     Forwarder(#[from] ForwarderError),
     #[error(transparent)]
     Dogstatsd(#[from] DogstatsdError),
+    #[error(transparent)]
+    Api(#[from] ApiError),
+}
+
+/// What the binary shares with the running agent.
+#[derive(Clone, Debug, Default)]
+pub struct RunOptions {
+    /// The scrubber of the log writer; the agent adds its secrets (API key, auth token) to it
+    /// and uses it for status, config output and flares.
+    pub scrubber: Arc<Scrubber>,
+    /// Recent log lines (fed by the binary's log writer) for the flare and the GUI.
+    pub logs: Arc<LogRing>,
 }
 
 /// Seconds between `warden.agent.*` telemetry points.
@@ -33,6 +54,25 @@ const TELEMETRY_INTERVAL: u64 = 10;
 
 /// Runs the agent until `shutdown` resolves, then stops it cleanly.
 pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> Result<(), AgentError> {
+    run_with(cfg, RunOptions::default(), shutdown).await
+}
+
+/// [`run`] with a shared scrubber and log ring (what `warden agent` uses).
+pub async fn run_with(
+    cfg: AgentConfig,
+    opts: RunOptions,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), AgentError> {
+    let started = std::time::Instant::now();
+    // Too-short values are refused by the scrubber; they are masked by key name instead.
+    let _ = opts.scrubber.add_secret(&cfg.api_key);
+    let token = if cfg.cmd_port >= 0 {
+        let t = AuthToken::load_or_create(&cfg.auth_token_file_path).map_err(ApiError::from)?;
+        let _ = opts.scrubber.add_secret(t.expose());
+        Some(t)
+    } else {
+        None
+    };
     if running_as_root() {
         tracing::warn!(
             "the agent is running as root; run it as a dedicated unprivileged user \
@@ -76,10 +116,35 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> Result
         sources_stopped,
     ));
     drop(tx);
+    let api = token.and_then(|token| {
+        let view = AgentView {
+            cfg: Arc::new(cfg.clone()),
+            telemetry: telemetry.clone(),
+            registry: registry.clone(),
+            scrubber: opts.scrubber.clone(),
+            logs: opts.logs.clone(),
+            started,
+            started_unix: crate::checks::unix_now(),
+        };
+        match ApiServer::start(view, token) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::error!(
+                    error = %e,
+                    "the local API is disabled: `warden agent status|config|check|flare|gui` \
+                     will not work until the agent restarts"
+                );
+                None
+            }
+        }
+    });
     tracing::info!(host = %cfg.hostname, server = %cfg.server_url, "warden agent started");
 
     shutdown.await;
     tracing::info!("stopping: flushing open buckets and queued payloads");
+    if let Some(api) = api {
+        api.stop().await;
+    }
     let _ = stop_sources.send(true);
     let _ = tokio::task::spawn_blocking(move || dogstatsd.stop()).await;
     while sources.join_next().await.is_some() {}

@@ -3,6 +3,7 @@
 //! Every subcommand parses its flags, calls one library entry point and turns errors into a
 //! readable message and a non-zero exit code. No business logic lives here.
 
+mod agent_cmd;
 mod dogstatsd_cmd;
 
 use std::path::PathBuf;
@@ -20,7 +21,8 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Run the host agent (DogStatsD, host metrics, checks, forwarder).
+    /// Run the host agent (DogStatsD, host metrics, checks, forwarder), or with a
+    /// subcommand, talk to the running agent.
     Agent(AgentArgs),
     /// DogStatsD tools.
     #[command(subcommand)]
@@ -29,9 +31,12 @@ enum Command {
 
 #[derive(clap::Args, Debug)]
 struct AgentArgs {
+    /// Talk to the running agent instead of running one.
+    #[command(subcommand)]
+    command: Option<agent_cmd::AgentCommand>,
     /// Agent configuration file (YAML, mode 0600).
-    #[arg(long, short = 'c', value_name = "FILE", env = "WARDEN_CONFIG")]
-    config: PathBuf,
+    #[arg(long, short = 'c', value_name = "FILE", env = "WARDEN_CONFIG", global = true)]
+    config: Option<PathBuf>,
     /// Validate the configuration, print every problem found, and exit.
     #[arg(long)]
     check_config: bool,
@@ -65,17 +70,33 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logging(level: &str) {
+/// Logs go to stderr through the scrubber, and (scrubbed) into the ring the flare and GUI
+/// read. One writer behind a mutex: the scrubber's multi-line state (PEM blocks) must see
+/// the lines in order.
+fn init_logging(level: &str, opts: &warden_agent::RunOptions) {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_env("WARDEN_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let writer = warden_scrubber::ScrubWriter::new(
+        warden_agent::api::RingTee::new(std::io::stderr(), opts.logs.clone()),
+        opts.scrubber.clone(),
+    );
     tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::sync::Mutex::new(writer))
         .init();
 }
 
 fn run_agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
-    let cfg = match warden_agent::AgentConfig::load(&args.config) {
+    let Some(config) = args.config else {
+        eprintln!("warden: --config FILE (or WARDEN_CONFIG) is required");
+        return Ok(ExitCode::from(2));
+    };
+    if let Some(cmd) = args.command {
+        return agent_cmd::run(cmd, &config);
+    }
+    let cfg = match warden_agent::AgentConfig::load(&config) {
         Ok(cfg) => cfg,
         Err(e) => {
             eprintln!("warden: {e}");
@@ -83,16 +104,19 @@ fn run_agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
         }
     };
     if args.check_config {
-        println!("{}: configuration is valid", args.config.display());
+        println!("{}: configuration is valid", config.display());
         return Ok(ExitCode::SUCCESS);
     }
-    init_logging(&cfg.log_level);
+    let opts = warden_agent::RunOptions::default();
+    // Registered before the first log line; the agent adds its auth token itself.
+    let _ = opts.scrubber.add_secret(&cfg.api_key);
+    init_logging(&cfg.log_level, &opts);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .thread_name("warden-agent")
         .build()?;
-    rt.block_on(warden_agent::run(cfg, shutdown_signal()))?;
+    rt.block_on(warden_agent::run_with(cfg, opts, shutdown_signal()))?;
     Ok(ExitCode::SUCCESS)
 }
 
