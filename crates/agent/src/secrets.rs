@@ -587,9 +587,9 @@ fn fetch_secrets(
                 }
             }
             Err(_) => {
-                if status.is_none() {
-                    kill_group(pgid);
-                }
+                // Also when the leader has exited: a background child may still hold the
+                // pipes open, and while any member lives the group id cannot be reused.
+                kill_group(pgid);
                 return Err(SecretsError::Timeout {
                     path: shown,
                     secs: cfg.timeout.as_secs_f64(),

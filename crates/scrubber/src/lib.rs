@@ -45,6 +45,31 @@
 //! lines (and, for the writer, across `write` calls). [`Scrubber::scrub_line`] sees one line
 //! only: a `-----BEGIN` without its `-----END` masks the rest of that line, but the following
 //! base64 lines are not recognisable on their own — use the stateful APIs for multi-line input.
+//!
+//! # Use
+//!
+//! ```
+//! use std::io::Write;
+//! use std::sync::Arc;
+//! use warden_scrubber::{ScrubWriter, Scrubber};
+//!
+//! let scrubber = Arc::new(Scrubber::default());
+//! assert_eq!(
+//!     scrubber.scrub_line("connect postgres://app:hunter2@db/x"),
+//!     "connect postgres://app:********@db/x"
+//! );
+//! // Values resolved by the secrets backend, key names from `scrubber.additional_keys`:
+//! scrubber.add_secret("s3cr3t-from-vault").unwrap();
+//! scrubber.add_key("my_field").unwrap();
+//!
+//! // A log sink: scrubs whole lines, carries PEM/YAML state across writes. For tracing, wrap
+//! // it in a `Mutex` (`tracing_subscriber::fmt().with_writer(Mutex::new(w))`): one shared
+//! // writer, so the multi-line state survives between events.
+//! let mut w = ScrubWriter::new(Vec::new(), Arc::clone(&scrubber));
+//! w.write_all(b"my_field: 42\nvalue s3cr3t-from-vault seen\n").unwrap();
+//! let out = String::from_utf8(w.finish().unwrap()).unwrap();
+//! assert_eq!(out, "my_field: \"********\"\nvalue ******** seen\n");
+//! ```
 
 mod hex;
 mod keys;
