@@ -5,6 +5,7 @@
 
 mod agent_cmd;
 mod dogstatsd_cmd;
+mod waf_cmd;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -27,6 +28,26 @@ enum Command {
     /// DogStatsD tools.
     #[command(subcommand)]
     Dogstatsd(DogstatsdCommand),
+    /// Web application firewall tools.
+    #[command(subcommand)]
+    Waf(WafCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum WafCommand {
+    /// Evaluate a ruleset over recorded requests (JSONL: `{"id", "addresses": {...}}` per
+    /// line); prints one verdict per line and a timing summary on stderr.
+    Eval {
+        /// Ruleset in the Datadog AppSec format (JSON).
+        #[arg(long, value_name = "FILE")]
+        rules: PathBuf,
+        /// Time budget per request in microseconds (results are partial past it).
+        #[arg(long, value_name = "N", default_value_t = 1_000_000)]
+        timeout_us: u64,
+        /// Requests to evaluate.
+        #[arg(value_name = "REQUESTS.jsonl")]
+        requests: PathBuf,
+    },
 }
 
 #[derive(clap::Args, Debug)]
@@ -59,6 +80,9 @@ fn main() -> ExitCode {
         Command::Agent(args) => run_agent(args),
         Command::Dogstatsd(DogstatsdCommand::Parse { nul_separated }) => {
             dogstatsd_cmd::parse_stdin(nul_separated)
+        }
+        Command::Waf(WafCommand::Eval { rules, timeout_us, requests }) => {
+            waf_cmd::eval(&rules, timeout_us, &requests)
         }
     };
     match result {
