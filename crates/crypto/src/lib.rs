@@ -400,6 +400,38 @@ impl MasterKeySource {
     }
 }
 
+/// Loads the key a rotation parked in `DATA_DIR/keys/master.key.next`, if any (an interrupted
+/// rotation: the store finishes rewrapping with it, then calls [`commit_pending`]).
+pub fn load_pending(data_dir: &Path) -> Result<Option<MasterKey>> {
+    let path = data_dir.join(PENDING_KEY_FILE);
+    if path.exists() {
+        MasterKey::load_file(&path).map(Some)
+    } else {
+        Ok(None)
+    }
+}
+
+/// Parks `key` as the pending master key of a data directory (step 1 of a rotation).
+pub fn write_pending(data_dir: &Path, key: &MasterKey) -> Result<()> {
+    key.write_file(&data_dir.join(PENDING_KEY_FILE))
+}
+
+/// Makes the pending key the data directory's master key (last step of a rotation; the old key
+/// file is replaced atomically).
+pub fn commit_pending(data_dir: &Path) -> Result<()> {
+    let from = data_dir.join(PENDING_KEY_FILE);
+    let to = data_dir.join(DEFAULT_KEY_FILE);
+    let io = |source| CryptoError::Io {
+        path: to.clone(),
+        source,
+    };
+    fs::rename(&from, &to).map_err(io)?;
+    if let Some(dir) = to.parent() {
+        fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
+    }
+    Ok(())
+}
+
 /// The master keys a process can unwrap with: the current one (used for new files) and older
 /// ones still needed while a rotation is in progress.
 #[derive(Clone, Debug)]
