@@ -23,3 +23,6 @@ pub use event::{
     Action, ArgumentMatch, EvalResult, Event, MatchParameter, Parameter, RuleMatch, RuleRef,
 };
 pub use ruleset::{Builder, Ruleset, SharedRuleset};
+
+/// The input/output value type (re-exported so callers need no direct `serde_json` dependency).
+pub use serde_json::Value;
