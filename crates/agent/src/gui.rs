@@ -150,6 +150,13 @@ impl GuiState {
             HeaderName::from_static("content-security-policy"),
             HeaderValue::from_static(CSP),
         );
+        // Not `no-referrer`: under it browsers send `Origin: null` even on same-origin form
+        // POSTs, which the origin check must refuse. `same-origin` still never sends a
+        // referrer to other sites.
+        r.headers_mut().insert(
+            hyper::header::REFERRER_POLICY,
+            HeaderValue::from_static("same-origin"),
+        );
         r
     }
 

@@ -161,7 +161,13 @@ impl AuthToken {
             let _ = std::fs::remove_file(path);
             return Err(create_err(e));
         }
-        tracing::info!(path = %path.display(), "new local API auth token written (mode 0600)");
+        // An explicit target: the module path ends in `token`, and `…::token: value` is what
+        // the scrubber (rightly) masks as a `token: <secret>` pair.
+        tracing::info!(
+            target: "warden_agent::api",
+            path = %path.display(),
+            "created a new local API auth token (mode 0600)"
+        );
         Ok(Some(Self(token)))
     }
 }
