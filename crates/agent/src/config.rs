@@ -12,6 +12,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -123,12 +124,34 @@ fn default_min_procs() -> u64 {
     1
 }
 
+/// Secrets resolved from the backend. Never printed (its `Debug` only counts them) and
+/// ignored by equality, which compares settings, not secret material.
+#[derive(Clone, Default)]
+pub struct SecretValues(pub Option<Arc<crate::secrets::ResolvedSecrets>>);
+
+impl PartialEq for SecretValues {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl fmt::Debug for SecretValues {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.0.as_ref().map_or(0, |r| r.len());
+        write!(f, "SecretValues({n} redacted)")
+    }
+}
+
 /// The validated agent configuration.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct AgentConfig {
     /// Where the file was read from (None when built in code).
     #[serde(skip)]
     pub path: Option<PathBuf>,
+    /// Values resolved from `ENC[handle]` by the secrets backend (memory only, zeroized on
+    /// drop); the scrubber masks them wherever they might be printed.
+    #[serde(skip)]
+    pub secrets: SecretValues,
     pub api_key: String,
     /// Base URL of the Warden server intake, e.g. `https://warden.example:8443`.
     pub server_url: String,
@@ -311,6 +334,11 @@ const KNOWN_KEYS: &[&str] = &[
     "cmd_port",
     "auth_token_file_path",
     "gui_port",
+    "secret_backend_command",
+    "secret_backend_arguments",
+    "secret_backend_timeout",
+    "secret_backend_output_max_size",
+    "secret_backend_remove_trailing_line_break",
 ];
 
 const HISTOGRAM_AGGREGATES: &[&str] = &["max", "min", "median", "avg", "sum", "count"];
@@ -350,7 +378,24 @@ impl AgentConfig {
     ) -> Result<Self, ConfigError> {
         let mut issues = Vec::new();
         let mut map: BTreeMap<String, serde_yaml::Value> = BTreeMap::new();
-        match serde_yaml::from_str::<serde_yaml::Value>(text) {
+        let mut parsed = serde_yaml::from_str::<serde_yaml::Value>(text);
+        // `ENC[handle]` values are resolved by the secrets backend before anything else looks
+        // at the values, so validation sees the real ones and nothing is written anywhere.
+        let mut secrets = SecretValues::default();
+        if let Ok(root @ serde_yaml::Value::Mapping(_)) = &mut parsed {
+            let resolved = crate::secrets::SecretBackendConfig::from_yaml(root)
+                .and_then(|sb| crate::secrets::resolve_config_secrets(root, &sb));
+            match resolved {
+                Ok(r) if !r.is_empty() => secrets = SecretValues(Some(Arc::new(r))),
+                Ok(_) => {}
+                Err(e) => issues.push(ConfigIssue {
+                    key: "secret_backend_command".into(),
+                    line: line_of(text, "secret_backend_command"),
+                    message: e.to_string(),
+                }),
+            }
+        }
+        match parsed {
             Ok(serde_yaml::Value::Mapping(m)) => {
                 for (k, v) in m {
                     match k {
@@ -581,6 +626,7 @@ impl AgentConfig {
 
         let cfg = AgentConfig {
             path: None,
+            secrets,
             api_key,
             server_url: server_url.trim_end_matches('/').to_owned(),
             hostname,
@@ -912,5 +958,34 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("must differ"), "{e}");
+    }
+
+    #[test]
+    fn enc_handles_are_resolved_by_the_secrets_backend_before_validation() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let script = dir.path().join("backend.sh");
+        std::fs::write(
+            &script,
+            "#!/bin/sh\ncat >/dev/null\nprintf '{\"api\": {\"value\": \"resolved-key-42\", \"error\": null}, \"port\": {\"value\": \"9125\", \"error\": null}}'\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o700)).unwrap();
+        let text = format!(
+            "api_key: ENC[api]\nhostname: ENC[port]\nsecret_backend_command: {}\n",
+            script.display()
+        );
+        let c = parse(&text).unwrap();
+        assert_eq!(c.api_key, "resolved-key-42");
+        assert_eq!(c.hostname, "9125");
+        let resolved = c.secrets.0.as_ref().expect("secrets kept for the scrubber");
+        assert_eq!(resolved.len(), 2);
+        assert!(!format!("{:?}", c.secrets).contains("resolved-key-42"));
+
+        // A backend with open permissions is refused, with the fix, as a config problem.
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let e = parse(&text).unwrap_err().to_string();
+        assert!(e.contains("chmod 700"), "{e}");
+        assert!(!e.contains("resolved-key-42"), "{e}");
     }
 }

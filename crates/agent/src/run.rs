@@ -66,8 +66,21 @@ pub async fn run_with(
     let started = std::time::Instant::now();
     // Too-short values are refused by the scrubber; they are masked by key name instead.
     let _ = opts.scrubber.add_secret(&cfg.api_key);
-    let token = if cfg.cmd_port >= 0 {
-        let t = AuthToken::load_or_create(&cfg.auth_token_file_path).map_err(ApiError::from)?;
+    if let Some(resolved) = &cfg.secrets.0 {
+        resolved.register_with(&opts.scrubber);
+    }
+    let token = if cfg.cmd_port >= 0 && cfg.run_path.as_os_str().is_empty() {
+        // A configuration built in code rather than loaded from a file has no folder for
+        // the token and certificate; never fall back to the current directory.
+        tracing::warn!("no run_path: the local API is disabled");
+        None
+    } else if cfg.cmd_port >= 0 {
+        let path = if cfg.auth_token_file_path.as_os_str().is_empty() {
+            cfg.run_path.join("auth_token")
+        } else {
+            cfg.auth_token_file_path.clone()
+        };
+        let t = AuthToken::load_or_create(&path).map_err(ApiError::from)?;
         let _ = opts.scrubber.add_secret(t.expose());
         Some(t)
     } else {

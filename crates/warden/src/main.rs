@@ -56,7 +56,13 @@ struct AgentArgs {
     #[command(subcommand)]
     command: Option<agent_cmd::AgentCommand>,
     /// Agent configuration file (YAML, mode 0600).
-    #[arg(long, short = 'c', value_name = "FILE", env = "WARDEN_CONFIG", global = true)]
+    #[arg(
+        long,
+        short = 'c',
+        value_name = "FILE",
+        env = "WARDEN_CONFIG",
+        global = true
+    )]
     config: Option<PathBuf>,
     /// Validate the configuration, print every problem found, and exit.
     #[arg(long)]
@@ -81,9 +87,11 @@ fn main() -> ExitCode {
         Command::Dogstatsd(DogstatsdCommand::Parse { nul_separated }) => {
             dogstatsd_cmd::parse_stdin(nul_separated)
         }
-        Command::Waf(WafCommand::Eval { rules, timeout_us, requests }) => {
-            waf_cmd::eval(&rules, timeout_us, &requests)
-        }
+        Command::Waf(WafCommand::Eval {
+            rules,
+            timeout_us,
+            requests,
+        }) => waf_cmd::eval(&rules, timeout_us, &requests),
     };
     match result {
         Ok(code) => code,
@@ -134,6 +142,9 @@ fn run_agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
     let opts = warden_agent::RunOptions::default();
     // Registered before the first log line; the agent adds its auth token itself.
     let _ = opts.scrubber.add_secret(&cfg.api_key);
+    if let Some(resolved) = &cfg.secrets.0 {
+        resolved.register_with(&opts.scrubber);
+    }
     init_logging(&cfg.log_level, &opts);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
