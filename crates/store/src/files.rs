@@ -152,7 +152,7 @@ fn read_header(file: &File, path: &Path) -> Result<Header, StoreError> {
             slots.push((gen_, off, w));
         }
     }
-    slots.sort_by(|a, b| b.0.cmp(&a.0));
+    slots.sort_by_key(|s| std::cmp::Reverse(s.0));
     Ok(Header {
         kind,
         id: u64::from_le_bytes(idb),

@@ -507,6 +507,18 @@ fn wlock<T>(m: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
     m.write().unwrap_or_else(|p| p.into_inner())
 }
 
+/// What an append says about a series (borrowed from the write).
+#[derive(Clone, Copy)]
+struct DefIn<'a> {
+    name: &'a str,
+    tags: &'a [String],
+    host: &'a str,
+    kind: MetricKind,
+    interval: i64,
+    unit: &'a Option<String>,
+    distribution: bool,
+}
+
 struct Batch {
     ticket: u64,
     payload: Vec<u8>,
@@ -971,19 +983,16 @@ impl Inner {
 
     /// Returns the series id for a write, adding its definition to `payload` when it is new,
     /// changed, or not yet durable.
-    fn resolve(
-        &self,
-        org: u64,
-        name: &str,
-        tags: &[String],
-        host: &str,
-        kind: MetricKind,
-        interval: i64,
-        unit: &Option<String>,
-        distribution: bool,
-        payload: &mut Vec<u8>,
-        defs: &mut Vec<u64>,
-    ) -> u64 {
+    fn resolve(&self, org: u64, d: &DefIn<'_>, payload: &mut Vec<u8>, defs: &mut Vec<u64>) -> u64 {
+        let DefIn {
+            name,
+            tags,
+            host,
+            kind,
+            interval,
+            unit,
+            distribution,
+        } = *d;
         let key = series_key(name, tags, host, distribution);
         let same = |m: &SeriesMeta| {
             distribution || (m.kind == kind && m.interval == interval && &m.unit == unit)
@@ -1590,18 +1599,16 @@ impl Store {
         let mut dropped = 0u64;
         for w in batch {
             let tags = norm_tags(&w.tags);
-            let id = inner.resolve(
-                org,
-                &w.name,
-                &tags,
-                &w.host,
-                w.kind,
-                w.interval,
-                &w.unit,
-                false,
-                &mut payload,
-                &mut defs,
-            );
+            let def = DefIn {
+                name: &w.name,
+                tags: &tags,
+                host: &w.host,
+                kind: w.kind,
+                interval: w.interval,
+                unit: &w.unit,
+                distribution: false,
+            };
+            let id = inner.resolve(org, &def, &mut payload, &mut defs);
             let pts: Vec<(i64, f64)> = w
                 .points
                 .iter()
@@ -1653,18 +1660,16 @@ impl Store {
         let mut dropped = 0u64;
         for w in batch {
             let tags = norm_tags(&w.tags);
-            let id = inner.resolve(
-                org,
-                &w.name,
-                &tags,
-                &w.host,
-                MetricKind::Gauge,
-                0,
-                &None,
-                true,
-                &mut payload,
-                &mut defs,
-            );
+            let def = DefIn {
+                name: &w.name,
+                tags: &tags,
+                host: &w.host,
+                kind: MetricKind::Gauge,
+                interval: 0,
+                unit: &None,
+                distribution: true,
+            };
+            let id = inner.resolve(org, &def, &mut payload, &mut defs);
             let sk: Vec<(i64, DDSketch)> =
                 w.points.iter().filter(|p| p.0 >= cutoff).cloned().collect();
             dropped += (w.points.len() - sk.len()) as u64;
