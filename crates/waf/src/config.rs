@@ -226,6 +226,7 @@ pub(crate) type Mapping = (Vec<(String, Vec<Target>)>, Arc<str>, usize);
 
 #[derive(Debug, Clone)]
 pub(crate) struct ProcessorSpec {
+    pub(crate) id: String,
     pub(crate) generator: String,
     pub(crate) conditions: Vec<Condition>,
     /// Each mapping: named argument lists + output address.
@@ -234,6 +235,14 @@ pub(crate) struct ProcessorSpec {
     pub(crate) output: bool,
     pub(crate) scanner_include: Vec<RuleSelector>,
     pub(crate) scanner_exclude: Vec<RuleSelector>,
+}
+
+/// `processor_overrides` item: extra scanner include/exclude selectors for target processors.
+#[derive(Debug, Clone)]
+pub(crate) struct ProcessorOverride {
+    pub(crate) targets: Vec<String>,
+    pub(crate) include: Vec<RuleSelector>,
+    pub(crate) exclude: Vec<RuleSelector>,
 }
 
 #[derive(Debug, Clone)]
@@ -256,6 +265,7 @@ pub(crate) struct ConfigSpec {
     pub(crate) actions: Vec<ActionSpec>,
     pub(crate) processors: Vec<Arc<ProcessorSpec>>,
     pub(crate) scanners: Vec<Arc<ScannerSpec>>,
+    pub(crate) processor_overrides: Vec<ProcessorOverride>,
     pub(crate) obfuscator: Option<(Option<String>, Option<String>)>,
 }
 
@@ -638,7 +648,7 @@ fn parse_selectors(v: Option<&Value>) -> Result<Vec<RuleSelector>, ConfigError> 
             .ok_or_else(|| ConfigError::new("invalid rules_target"))?;
         for t in arr {
             let o = as_obj(t)?;
-            if let Some(id) = o.get("rule_id") {
+            if let Some(id) = o.get("rule_id").or_else(|| o.get("id")) {
                 out.push(RuleSelector::Id(
                     id.as_str()
                         .ok_or_else(|| ConfigError::new("invalid rule_id"))?
@@ -740,8 +750,30 @@ const GENERATORS: &[&str] = &[
     "uri_parse",
 ];
 
+fn parse_processor_override(o: &Map<String, Value>) -> Result<ProcessorOverride, ItemError> {
+    let mut targets = Vec::new();
+    for t in get_arr(o, "target")? {
+        let id = t
+            .get("id")
+            .and_then(Value::as_str)
+            .ok_or_else(|| ConfigError::new("processor override target without 'id'"))?;
+        targets.push(id.to_string());
+    }
+    if targets.is_empty() {
+        return Err(ItemError::Failed("empty processor override target".into()));
+    }
+    let sc = o.get("scanners").and_then(Value::as_object);
+    let include = parse_selectors(sc.and_then(|s| s.get("include")))?;
+    let exclude = parse_selectors(sc.and_then(|s| s.get("exclude")))?;
+    Ok(ProcessorOverride {
+        targets,
+        include,
+        exclude,
+    })
+}
+
 fn parse_processor(o: &Map<String, Value>) -> Result<ProcessorSpec, ItemError> {
-    get_str(o, "id")?;
+    let id = get_str(o, "id")?.to_string();
     version_gate(o)?;
     let generator = get_str(o, "generator")?.to_string();
     if !GENERATORS.contains(&generator.as_str()) {
@@ -795,6 +827,7 @@ fn parse_processor(o: &Map<String, Value>) -> Result<ProcessorSpec, ItemError> {
     let evaluate = o.get("evaluate").and_then(Value::as_bool).unwrap_or(true);
     let output = o.get("output").and_then(Value::as_bool).unwrap_or(false);
     Ok(ProcessorSpec {
+        id,
         generator,
         conditions,
         mappings,
@@ -1005,6 +1038,13 @@ pub(crate) fn parse_config(root: &Value) -> Result<(ConfigSpec, Diagnostics), Lo
     section(root, "actions", &mut diags, parse_action, &mut spec.actions);
     let mut procs = Vec::new();
     section(root, "processors", &mut diags, parse_processor, &mut procs);
+    section(
+        root,
+        "processor_overrides",
+        &mut diags,
+        parse_processor_override,
+        &mut spec.processor_overrides,
+    );
     spec.processors = procs.into_iter().map(Arc::new).collect();
     let mut scanners = Vec::new();
     section(root, "scanners", &mut diags, parse_scanner, &mut scanners);

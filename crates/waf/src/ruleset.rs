@@ -545,12 +545,20 @@ impl Compiler {
                     RuleSelector::Tags(t) => t.iter().all(|(k, v)| s.tags.get(k) == Some(v)),
                 })
             };
+            let mut include = p.scanner_include.clone();
+            let mut exclude = p.scanner_exclude.clone();
+            for o in configs
+                .clone()
+                .flat_map(|(c, _)| c.processor_overrides.iter())
+            {
+                if o.targets.iter().any(|t| *t == p.id) {
+                    include.extend(o.include.iter().cloned());
+                    exclude.extend(o.exclude.iter().cloned());
+                }
+            }
             let sc: Vec<Arc<ScannerSpec>> = scanners
                 .iter()
-                .filter(|s| {
-                    (p.scanner_include.is_empty() || sel(s, &p.scanner_include))
-                        && !sel(s, &p.scanner_exclude)
-                })
+                .filter(|s| (include.is_empty() || sel(s, &include)) && !sel(s, &exclude))
                 .cloned()
                 .collect();
             let proc_ = Processor {

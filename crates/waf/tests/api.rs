@@ -320,3 +320,44 @@ fn invalid_input_is_an_error() {
             .is_empty()
     );
 }
+
+#[test]
+fn extract_schema_with_scanners_and_processor_overrides() {
+    let req = json!({"waf.context.processor": {"extract-schema": true},
+        "server.request.body": {"email": "john.doe@example.com", "n": 3, "card": "4111111111111111", "tags": ["a", "b"]}});
+    let mut b = Builder::new();
+    b.add_or_update("ASM_DD/default", &rules_1_18_2())
+        .expect("base");
+    let res = b.build().context().run(&req, 1_000_000).expect("eval");
+    let schema = &res.derivatives["_dd.appsec.s.req.body"][0];
+    assert_eq!(
+        schema["email"],
+        json!([8, {"category": "pii", "type": "email"}])
+    );
+    assert_eq!(schema["card"][1]["category"], "payment");
+    assert_eq!(schema["n"], json!([4]));
+    assert_eq!(schema["tags"], json!([[[8]], {"len": 2}]));
+
+    // Without the processor switch no schema is extracted.
+    let plain = json!({"server.request.body": {"email": "john.doe@example.com"}});
+    let res = b.build().context().run(&plain, 1_000_000).expect("eval");
+    assert!(!res.derivatives.contains_key("_dd.appsec.s.req.body"));
+
+    let ov = json!({"processor_overrides": [{"target": [{"id": "extract-content"}],
+        "scanners": {"exclude": [{"id": "PuXiVTCkTHOtj0Yad1ppsw"}]}}]});
+    let d = b
+        .add_or_update("ASM/proc", &ov.to_string())
+        .expect("override");
+    assert_eq!(
+        d.section("processor_overrides")
+            .expect("section")
+            .loaded
+            .len(),
+        1
+    );
+    let res = b.build().context().run(&req, 1_000_000).expect("eval");
+    assert_eq!(
+        res.derivatives["_dd.appsec.s.req.body"][0]["email"],
+        json!([8])
+    );
+}

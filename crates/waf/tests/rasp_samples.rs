@@ -130,6 +130,7 @@ fn rasp_detector_samples() {
                 ok += 1;
             } else if windows && want {
                 windows_miss += 1;
+                eprintln!("WINDOWS-MISS {} {} {addrs}", rec["file"], rec["test"]);
             } else {
                 bad += 1;
                 failures.push(format!(
