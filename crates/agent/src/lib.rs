@@ -12,8 +12,8 @@ pub mod config;
 pub mod dogstatsd;
 pub mod forwarder;
 mod gui;
-pub mod secrets;
 mod run;
+pub mod secrets;
 pub mod telemetry;
 
 use warden_model::{Event, Series, ServiceCheck, SketchSeries};
