@@ -172,17 +172,128 @@ const MAX_EXACT: f64 = 9_007_199_254_740_992.0; // 2^53
 const MODE_DELTA: u8 = 0;
 const MODE_DOD: u8 = 1;
 const MODE_GORILLA: u8 = 2;
+const MODE_PACKED: u8 = 3;
+
+const PACK_RAW: u8 = 0;
+const PACK_DELTA: u8 = 1;
+const PACK_DOD: u8 = 2;
+
+fn bit_width(max: u64) -> u32 {
+    64 - max.leading_zeros()
+}
+
+/// The sequence packed by a sub-mode: the mantissas, their deltas or their delta-of-deltas.
+fn derived(ms: &[i64], sub: u8) -> Vec<i64> {
+    match sub {
+        PACK_RAW => ms.to_vec(),
+        PACK_DELTA => ms.windows(2).map(|w| w[1].wrapping_sub(w[0])).collect(),
+        _ => ms
+            .windows(3)
+            .map(|w| {
+                w[2].wrapping_sub(w[1])
+                    .wrapping_sub(w[1].wrapping_sub(w[0]))
+            })
+            .collect(),
+    }
+}
+
+fn min_width(v: &[i64]) -> (i64, u32) {
+    let min = v.iter().copied().min().unwrap_or(0);
+    let max = v.iter().copied().max().unwrap_or(0);
+    (min, bit_width(max.wrapping_sub(min) as u64))
+}
+
+/// Cheapest frame-of-reference packing of the mantissas: `(sub-mode, width, bytes)`; the
+/// packed values are `x - min(x)` for x = mantissas, deltas or delta-of-deltas.
+fn best_packing(ms: &[i64]) -> (u8, u32, usize) {
+    let mut best = (PACK_RAW, 0, usize::MAX);
+    for sub in [PACK_RAW, PACK_DELTA, PACK_DOD] {
+        let d = derived(ms, sub);
+        let (_, w) = min_width(&d);
+        let bytes = (d.len() * w as usize).div_ceil(8) + 10 * (sub as usize + 1);
+        if bytes < best.2 {
+            best = (sub, w, bytes);
+        }
+    }
+    best
+}
+
+fn encode_packed(ms: &[i64], e: u8, sub: u8, width: u32, out: &mut Vec<u8>) {
+    out.push(MODE_PACKED);
+    out.push(e);
+    out.push(sub);
+    out.push(width as u8);
+    // Heads that the derived sequence does not cover.
+    let heads = match sub {
+        PACK_RAW => 0,
+        PACK_DELTA => 1,
+        _ => 2,
+    };
+    for &m in ms.iter().take(heads) {
+        put_ivarint(out, m);
+    }
+    let d = derived(ms, sub);
+    let (min, _) = min_width(&d);
+    put_ivarint(out, min);
+    let mut w = BitWriter {
+        out,
+        acc: 0,
+        nbits: 0,
+    };
+    for x in d {
+        w.put(x.wrapping_sub(min) as u64, width);
+    }
+    w.finish();
+}
+
+fn decode_packed(r: &mut Reader<'_>, n: usize) -> Result<Vec<f64>, StoreError> {
+    let e = r.u8()? as usize;
+    let p = *POW10.get(e).ok_or_else(|| corrupt("decimal exponent"))?;
+    let sub = r.u8()?;
+    let width = u32::from(r.u8()?);
+    if width > 64 || sub > PACK_DOD {
+        return Err(corrupt("packed header"));
+    }
+    let heads = (sub as usize).min(n);
+    let mut ms = Vec::with_capacity(n);
+    for _ in 0..heads {
+        ms.push(r.ivarint()?);
+    }
+    let min = r.ivarint()?;
+    let mut br = BitReader {
+        r,
+        acc: 0,
+        nbits: 0,
+    };
+    let mut d = if sub == PACK_DOD && n > 1 {
+        ms[1].wrapping_sub(ms[0])
+    } else {
+        0
+    };
+    for _ in heads..n {
+        let x = min.wrapping_add(br.get(width)? as i64);
+        let m = match sub {
+            PACK_RAW => x,
+            PACK_DELTA => ms[ms.len() - 1].wrapping_add(x),
+            _ => {
+                d = d.wrapping_add(x);
+                ms[ms.len() - 1].wrapping_add(d)
+            }
+        };
+        ms.push(m);
+    }
+    Ok(ms.into_iter().map(|m| m as f64 / p).collect())
+}
 
 fn decimal_mantissas(values: &[f64]) -> Option<(u8, Vec<i64>)> {
     let mut e_max = 0usize;
     for &v in values {
         let mut found = None;
         for (e, p) in POW10.iter().enumerate().skip(e_max) {
-            let s = v * p;
-            if s.abs() < MAX_EXACT
-                && s == s.round()
-                && ((s as i64) as f64 / p).to_bits() == v.to_bits()
-            {
+            // Round, then demand a bit-exact round trip: `v * p` itself is often a hair off an
+            // integer (0.29 * 100 = 28.999999999999996) although `29 / 100 == 0.29` exactly.
+            let s = (v * p).round();
+            if s.abs() < MAX_EXACT && ((s as i64) as f64 / p).to_bits() == v.to_bits() {
                 found = Some(e);
                 break;
             }
@@ -222,6 +333,11 @@ pub(crate) fn encode_values(values: &[f64], out: &mut Vec<u8>) {
             }
             pd = d;
             p = m;
+        }
+        let (sub, width, packed) = best_packing(&ms);
+        if packed < sd.min(sdd) {
+            encode_packed(&ms, e, sub, width, out);
+            return;
         }
         let mode = if sdd < sd { MODE_DOD } else { MODE_DELTA };
         out.push(mode);
@@ -274,6 +390,7 @@ pub(crate) fn decode_values(r: &mut Reader<'_>, n: usize) -> Result<Vec<f64>, St
             Ok(out)
         }
         MODE_GORILLA => gorilla_decode(r, n),
+        MODE_PACKED => decode_packed(r, n),
         _ => Err(corrupt("value column mode")),
     }
 }
@@ -479,12 +596,37 @@ mod tests {
         roundtrip(&[42.0]);
         roundtrip(&[]);
         roundtrip(&[9.007e15, -9.007e15, 1.0]);
+        // Constant chunks pack to width 0.
+        assert!(roundtrip(&[16e9; 360]) < 16);
+        // Small random integers pack at their bit width (5 bits for 0..=20).
+        let counts: Vec<f64> = (0..360).map(|i| f64::from((i * 7919) % 21)).collect();
+        assert!(roundtrip(&counts) <= 360 * 5 / 8 + 16);
+        roundtrip(&[1.0, 1e15, -1e15, 0.0, 3.0]);
+        roundtrip(&[5.0, 5.0]);
+        roundtrip(&[-2.5, 7.25, 100.75]);
         // counters compress to ~1 byte per value before zstd.
         let c: Vec<f64> = (0..360).map(|i| f64::from(i * 1000)).collect();
         assert!(roundtrip(&c) < 400);
         // two-decimal gauges use decimal mode.
         let g: Vec<f64> = (0..360).map(|i| f64::from(i % 97) / 100.0 + 20.0).collect();
         assert!(roundtrip(&g) < 800);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_values_roundtrip(
+            bits in proptest::collection::vec(proptest::prelude::any::<u64>(), 0..50),
+            decimals in proptest::collection::vec(-1_000_000i64..1_000_000, 0..300),
+            e in 0u32..6,
+        ) {
+            // Arbitrary bit patterns (NaN payloads, infinities, subnormals): Gorilla path.
+            let v: Vec<f64> = bits.iter().map(|b| f64::from_bits(*b)).collect();
+            roundtrip(&v);
+            // Decimal values with e digits: packed/varint paths.
+            let p = 10f64.powi(e as i32);
+            let d: Vec<f64> = decimals.iter().map(|m| *m as f64 / p).collect();
+            roundtrip(&d);
+        }
     }
 
     #[test]
