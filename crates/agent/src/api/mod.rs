@@ -670,3 +670,61 @@ pub(crate) fn flare(view: &AgentView) -> std::io::Result<(String, Vec<u8>)> {
     )?;
     Ok((format!("{dir}.tar.gz"), tar.finish()?))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_strings_are_scrubbed_alone_and_in_the_context_of_their_key() {
+        let s = Scrubber::default();
+        let mut v = json!({
+            "password": "plainword-no-hint-1234",
+            "message": "connect postgres://u:Sekr1t-Pass@db/x failed",
+            "nested": [{"note": "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\n-----END PRIVATE KEY-----"}],
+            "name": "disk",
+            "runs": 3,
+        });
+        scrub_json(&s, &mut v);
+        let text = v.to_string();
+        assert!(!text.contains("plainword-no-hint"), "{text}");
+        assert!(!text.contains("Sekr1t-Pass"), "{text}");
+        assert!(!text.contains("MIIEvQIBADANBgkqhkiG9w0BAQEFAASC"), "{text}");
+        assert_eq!(v["name"], "disk");
+        assert_eq!(v["runs"], 3);
+        assert!(
+            v["message"]
+                .as_str()
+                .unwrap()
+                .starts_with("connect postgres://u:")
+        );
+    }
+
+    #[test]
+    fn route_table_has_unique_paths_under_agent() {
+        for (i, r) in ROUTES.iter().enumerate() {
+            assert!(r.path.starts_with("/agent/"), "{}", r.path);
+            assert!(["GET", "POST"].contains(&r.method));
+            assert!(
+                ROUTES[i + 1..].iter().all(|o| o.path != r.path),
+                "{}",
+                r.path
+            );
+        }
+    }
+
+    #[test]
+    fn only_loopback_addresses_are_bound() {
+        assert_eq!(
+            loopback_ip("localhost").unwrap(),
+            IpAddr::V4(Ipv4Addr::LOCALHOST)
+        );
+        assert!(loopback_ip("::1").unwrap().is_loopback());
+        for bad in ["0.0.0.0", "10.0.0.1", "::", "example.com"] {
+            assert!(
+                matches!(loopback_ip(bad), Err(ApiError::NotLoopback(_))),
+                "{bad}"
+            );
+        }
+    }
+}
