@@ -94,12 +94,24 @@ pub(crate) fn eval(rules: &Path, timeout_us: u64, requests: &Path) -> anyhow::Re
         let i = ((p * total as f64).ceil() as usize).clamp(1, total) - 1;
         durations[i]
     };
-    let mean = if total == 0 { 0.0 } else { durations.iter().sum::<f64>() / total as f64 };
+    let mean = if total == 0 {
+        0.0
+    } else {
+        durations.iter().sum::<f64>() / total as f64
+    };
     eprintln!(
         "{total} requests, {flagged} flagged ({:.2}%), {bad_lines} unreadable; eval time mean {mean:.2} µs, p50 {:.2} µs, p99 {:.2} µs",
-        if total == 0 { 0.0 } else { 100.0 * flagged as f64 / total as f64 },
+        if total == 0 {
+            0.0
+        } else {
+            100.0 * flagged as f64 / total as f64
+        },
         pct(0.50),
         pct(0.99),
     );
-    Ok(if bad_lines == 0 { ExitCode::SUCCESS } else { ExitCode::from(2) })
+    Ok(if bad_lines == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(2)
+    })
 }

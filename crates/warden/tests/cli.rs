@@ -26,8 +26,10 @@ fn dogstatsd_parse_prints_one_json_object_per_message_and_fails_on_bad_ones() {
         &["dogstatsd", "parse"],
         b"page.views:1:2|c|@0.5|#env:prod\n_sc|db.up|2|m:down\ndaemon:666|unknown\n",
     );
-    let lines: Vec<serde_json::Value> =
-        out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let lines: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(lines.len(), 3, "{out}");
     assert_eq!(lines[0]["kind"], "metric");
     assert_eq!(lines[0]["name"], "page.views");
@@ -35,7 +37,11 @@ fn dogstatsd_parse_prints_one_json_object_per_message_and_fails_on_bad_ones() {
     assert_eq!(lines[0]["sample_rate"], 0.5);
     assert_eq!(lines[0]["tags"], serde_json::json!(["env:prod"]));
     assert_eq!(lines[1]["kind"], "service_check");
-    assert!(lines[2]["error"].as_str().unwrap().contains("unknown"), "{}", lines[2]);
+    assert!(
+        lines[2]["error"].as_str().unwrap().contains("unknown"),
+        "{}",
+        lines[2]
+    );
     assert_eq!(code, 1, "a rejected message makes the exit code non-zero");
 
     let (code, _, _) = warden(&["dogstatsd", "parse"], b"ok:1|g\n");
@@ -63,23 +69,44 @@ fn waf_eval_reports_verdicts_rule_ids_and_a_summary() {
     )
     .unwrap();
     let (code, out, err) = warden(
-        &["waf", "eval", "--rules", rules.to_str().unwrap(), reqs.to_str().unwrap()],
+        &[
+            "waf",
+            "eval",
+            "--rules",
+            rules.to_str().unwrap(),
+            reqs.to_str().unwrap(),
+        ],
         b"",
     );
     assert_eq!(code, 0, "{err}");
-    let lines: Vec<serde_json::Value> =
-        out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let lines: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(lines.len(), 2);
     assert_eq!(lines[0]["id"], "a");
     assert_eq!(lines[0]["flagged"], true);
     assert_eq!(lines[0]["rule_ids"], serde_json::json!(["t-001"]));
-    assert!(lines[0]["actions"].get("block_request").is_some(), "{}", lines[0]);
+    assert!(
+        lines[0]["actions"].get("block_request").is_some(),
+        "{}",
+        lines[0]
+    );
     assert_eq!(lines[1]["flagged"], false);
     assert!(lines[1]["duration_us"].as_f64().unwrap() >= 0.0);
     assert!(err.contains("2 requests, 1 flagged"), "{err}");
     assert!(err.contains("1 loaded"), "{err}");
 
-    let (code, _, err) = warden(&["waf", "eval", "--rules", "/nonexistent.json", reqs.to_str().unwrap()], b"");
+    let (code, _, err) = warden(
+        &[
+            "waf",
+            "eval",
+            "--rules",
+            "/nonexistent.json",
+            reqs.to_str().unwrap(),
+        ],
+        b"",
+    );
     assert_ne!(code, 0);
     assert!(err.contains("cannot read ruleset"), "{err}");
 }
