@@ -12,7 +12,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Subcommand;
 use serde_json::Value;
-use warden_agent::api::client::ApiClient;
+use warden_agent::api::client::{ApiClient, ClientError};
 use warden_scrubber::Scrubber;
 
 /// Commands that talk to a running agent.
@@ -52,17 +52,17 @@ pub(crate) enum AgentCommand {
 
 /// Runs one command against the agent configured in `config`.
 pub(crate) fn run(cmd: AgentCommand, config: &Path) -> anyhow::Result<ExitCode> {
-    let cfg = match warden_agent::AgentConfig::load(config) {
-        Ok(cfg) => cfg,
-        Err(e) => {
+    let client = match ApiClient::from_config_file(config) {
+        Ok(c) => c,
+        Err(e @ ClientError::Config(_)) => {
             eprintln!("warden: {e}");
             return Ok(ExitCode::from(2));
         }
+        Err(e) => return Err(e.into()),
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let client = ApiClient::from_config(&cfg)?;
     let scrubber = Scrubber::default();
     let mut out = std::io::stdout().lock();
     match cmd {

@@ -5,7 +5,7 @@
 //! block and a `password=` pair — are planted in the configuration (tags, an HTTP check URL)
 //! and printed by two `checks_d` scripts: one that succeeds (its message holds them) and one
 //! that fails with them on stderr (so they reach the log through the "check run failed"
-//! warning). Each output is also checked to actually contain the place where the secret was,
+//! warning). The API key itself comes from a secrets backend (`ENC[intake_key]`). Each output is also checked to actually contain the place where the secret was,
 //! masked — an empty output would pass the negative checks trivially.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -49,7 +49,8 @@ fn pem_block(sep: &str) -> String {
 fn config(dir: &Path, receiver: &Receiver, checks_d: &Path) -> String {
     let pem = pem_block("\n    ");
     format!(
-        "api_key: {API_KEY}\n\
+        "api_key: ENC[intake_key]\n\
+         secret_backend_command: {backend}\n\
          server_url: {url}\n\
          tls_ca_file: {ca}\n\
          dogstatsd_port: 0\n\
@@ -78,7 +79,28 @@ fn config(dir: &Path, receiver: &Receiver, checks_d: &Path) -> String {
         ca = receiver.ca_file().display(),
         checks_d = checks_d.display(),
         run = dir.join("run").display(),
+        backend = backend(dir).display(),
     )
+}
+
+/// A secrets backend (Datadog protocol) that resolves `intake_key` to the API key and counts
+/// its runs in `backend.runs`: the CLI must not run it just to find the agent.
+fn backend(dir: &Path) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let p = dir.join("backend.sh");
+    if !p.exists() {
+        std::fs::write(
+            &p,
+            format!(
+                "#!/bin/sh\ncat >/dev/null\necho run >> {runs}\n\
+                 printf '{{\"intake_key\":{{\"value\":\"{API_KEY}\",\"error\":null}}}}'\n",
+                runs = dir.join("backend.runs").display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o700)).unwrap();
+    }
+    p
 }
 
 fn scripts() -> Vec<(&'static str, String)> {
@@ -213,6 +235,12 @@ fn planted_secrets_never_reach_logs_status_config_or_flare() {
         );
     }
     let token = std::fs::read_to_string(dir.path().join("auth_token")).unwrap();
+    let backend_runs = std::fs::read_to_string(dir.path().join("backend.runs")).unwrap();
+    assert_eq!(
+        backend_runs.lines().count(),
+        1,
+        "only the agent ran the secrets backend, none of the CLI commands"
+    );
     let _ = agent.stop();
     let log = std::fs::read_to_string(dir.path().join("agent.log")).unwrap();
     outputs.push(("agent log".into(), log.clone()));

@@ -4,7 +4,7 @@
 //! The CLI never creates the token (only the agent does) and trusts no certificate but the
 //! one the agent wrote to `<run_path>/ipc_cert.pem`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::api::token::{AuthToken, TokenError};
@@ -115,6 +115,65 @@ impl ApiClient {
             token,
             http,
         })
+    }
+
+    /// Like [`ApiClient::from_config`], reading only what the CLI needs (`cmd_host`,
+    /// `cmd_port`, `run_path`, `auth_token_file_path`, with `WARDEN_*` overrides and the same
+    /// defaults) from the agent's config file — without running the secrets backend for
+    /// `ENC[…]` values elsewhere in the file, which a status query has no business doing.
+    pub fn from_config_file(path: &Path) -> Result<Self, ClientError> {
+        crate::config::check_permissions(path).map_err(|e| ClientError::Config(e.to_string()))?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ClientError::Config(format!("cannot read {}: {e}", path.display())))?;
+        let yaml: serde_yaml::Value = serde_yaml::from_str(&text)
+            .map_err(|e| ClientError::Config(format!("{}: invalid YAML: {e}", path.display())))?;
+        let env: Vec<(String, String)> = std::env::vars().collect();
+        let get = |key: &str| -> Option<serde_yaml::Value> {
+            let var = format!("WARDEN_{}", key.to_ascii_uppercase());
+            if let Some((_, v)) = env.iter().find(|(k, _)| *k == var) {
+                return Some(
+                    serde_yaml::from_str(v).unwrap_or(serde_yaml::Value::String(v.clone())),
+                );
+            }
+            yaml.get(key).filter(|v| !v.is_null()).cloned()
+        };
+        let bad = |key: &str, want: &str| {
+            ClientError::Config(format!("{}: `{key}` must be {want}", path.display()))
+        };
+        let string = |key: &str| -> Result<Option<String>, ClientError> {
+            match get(key) {
+                None => Ok(None),
+                Some(serde_yaml::Value::String(s)) if !s.starts_with("ENC[") => Ok(Some(s)),
+                Some(_) => Err(bad(key, "a plain string")),
+            }
+        };
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let mut cfg = AgentConfig {
+            cmd_host: string("cmd_host")?.unwrap_or_else(|| "127.0.0.1".into()),
+            cmd_port: match get("cmd_port") {
+                None => 5001,
+                Some(v) => v
+                    .as_i64()
+                    .and_then(|p| i32::try_from(p).ok())
+                    .filter(|p| (-1..=65_535).contains(p))
+                    .ok_or_else(|| bad("cmd_port", "-1, 0 or a port"))?,
+            },
+            ..Self::placeholder()
+        };
+        cfg.run_path = string("run_path")?
+            .map(PathBuf::from)
+            .unwrap_or_else(|| dir.join("run"));
+        cfg.auth_token_file_path = string("auth_token_file_path")?
+            .map(PathBuf::from)
+            .unwrap_or_else(|| dir.join("auth_token"));
+        Self::from_config(&cfg)
+    }
+
+    /// A configuration whose other fields are never read by [`ApiClient::from_config`].
+    fn placeholder() -> AgentConfig {
+        // Built through the validator so every field has its documented default.
+        AgentConfig::from_yaml_with_env("api_key: unused\n", "defaults", &[])
+            .unwrap_or_else(|_| unreachable!("the minimal configuration is valid"))
     }
 
     /// `GET path`; non-2xx answers are errors carrying the agent's message.
