@@ -205,19 +205,21 @@ impl ApiServer {
             addr: cmd_addr,
             source,
         })?;
+        // A busy GUI port costs the GUI only, not the API the CLI needs.
         let gui_listener = if cfg.gui_port >= 0 {
             let addr = SocketAddr::new(ip, u16::try_from(cfg.gui_port).unwrap_or(0));
-            let l = http::bind(addr).map_err(|source| ApiError::Bind {
-                what: "GUI, gui_port",
-                addr,
-                source,
-            })?;
-            let local = l.local_addr().map_err(|source| ApiError::Bind {
-                what: "GUI, gui_port",
-                addr,
-                source,
-            })?;
-            Some((l, local))
+            match http::bind(addr).and_then(|l| l.local_addr().map(|a| (l, a))) {
+                Ok(pair) => Some(pair),
+                Err(source) => {
+                    let e = ApiError::Bind {
+                        what: "GUI, gui_port",
+                        addr,
+                        source,
+                    };
+                    tracing::error!(error = %e, "the GUI is disabled");
+                    None
+                }
+            }
         } else {
             None
         };
@@ -386,7 +388,11 @@ impl Api {
             Endpoint::GuiIntent => match &self.gui {
                 None => http::json(
                     StatusCode::NOT_FOUND,
-                    &json!({"error": "the GUI is disabled (gui_port: -1)"}),
+                    &json!({"error": if self.view.cfg.gui_port < 0 {
+                        "the GUI is disabled (gui_port: -1)"
+                    } else {
+                        "the GUI is not running: its port could not be bound (see the agent log)"
+                    }}),
                 ),
                 Some(gui) => match gui.new_intent() {
                     Ok(url) => http::json(StatusCode::OK, &json!({ "url": url })),
