@@ -179,12 +179,13 @@ fn step_once(
     let c0 = procfs::cpu_ticks(pid).unwrap_or(0);
     let sent = generator.run(nominal, opts.step);
     // Let the receiver finish what it buffered (kernel queue, and any queue of its own). It
-    // is done when its socket queue is empty and it used < 30 % of a CPU over the last
-    // 100 ms. The time that took is its lag behind the offered load; a step passes only if the
+    // is done when its socket queue is empty and it used < 30 % of its CPU budget over the
+    // last 100 ms (longer under a quota: 100 ms / share, so the idle test keeps its resolution). The time that took is its lag behind the offered load; a step passes only if the
     // lag is small (`max_lag`), so a deep internal queue cannot hide a receiver that is
     // slower than the offered rate.
     let drain_start = Instant::now();
-    let window = Duration::from_millis(100);
+    let share = opts.receiver_cpu_quota_pct.map_or(1.0, |q| q / 100.0);
+    let window = Duration::from_secs_f64(0.1 / share);
     let mut samples: std::collections::VecDeque<(Instant, u64)> = Default::default();
     let mut s1 = s0;
     let mut c1 = c0;
@@ -201,7 +202,7 @@ fn step_once(
             let span = now.duration_since(t_old);
             if span >= window && s1.rx_queue == 0 {
                 let busy = (c1 - c_old) as f64 / clk / span.as_secs_f64();
-                if busy < 0.3 {
+                if busy < 0.3 * share {
                     lag = Some(t_old.saturating_duration_since(drain_start));
                     break;
                 }
@@ -300,7 +301,13 @@ fn sweep(
         );
         let pass = st.pass;
         let loss = st.loss;
-        let sender_bound = st.sender_bound;
+        // The generator is saturated when it missed the nominal rate *and* offered no more
+        // than the previous rungs (a single starved step on a busy host does not end the run).
+        let best_before = steps
+            .iter()
+            .map(|s: &Step| s.sent.lines_per_sec())
+            .fold(0.0, f64::max);
+        let sender_saturated = st.sender_bound && st.sent.lines_per_sec() < 1.05 * best_before;
         steps.push(st);
         if pass {
             fails = 0;
@@ -309,7 +316,7 @@ fn sweep(
         }
         // Stop climbing when it is clearly over: two failures in a row, heavy loss, or the
         // generator cannot offer more.
-        if fails >= 2 || loss > 0.05 || sender_bound {
+        if fails >= 2 || loss > 0.05 || sender_saturated {
             break;
         }
     }

@@ -296,7 +296,9 @@ fn bench(args: BenchArgs) -> anyhow::Result<()> {
         max_loss: args.max_loss_pct / 100.0,
         generator_cpu,
         warmup: Duration::from_secs(2),
-        drain: Duration::from_secs(3),
+        drain: Duration::from_secs_f64(
+            3.0f64.max(1.0 + 0.1 * 100.0 / args.receiver_cpu_quota.unwrap_or(100.0)),
+        ),
         max_lag: secs("max-lag-secs", args.max_lag_secs)?,
         gap: Duration::from_millis(500),
         throughput: !args.no_throughput,
