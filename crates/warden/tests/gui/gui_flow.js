@@ -33,6 +33,9 @@ async function main() {
       cache_control: first.headers()['cache-control'] || null,
       csp: first.headers()['content-security-policy'] || null,
     };
+    // The certificate error is ignored, so at least check whose certificate it was.
+    const tls = await first.securityDetails();
+    out.tls = tls ? { protocol: tls.protocol, subject: tls.subjectName, issuer: tls.issuer } : null;
     const cookie = (await ctx.cookies()).find((c) => c.name === '__Host-warden_session');
     out.cookie = cookie
       ? { httpOnly: cookie.httpOnly, secure: cookie.secure, sameSite: cookie.sameSite,
