@@ -101,7 +101,10 @@ fn gui_signs_in_with_a_single_use_link_and_refuses_csrf() {
     let csp = v["signin"]["csp"].as_str().unwrap();
     assert!(csp.contains("default-src 'none'") && csp.contains("frame-ancestors 'none'"));
     assert_eq!(v["tls"]["subject"], "Warden Agent local API", "{v}");
-    assert_eq!(v["tls"]["issuer"], "Warden Agent local API", "self-signed: {v}");
+    assert_eq!(
+        v["tls"]["issuer"], "Warden Agent local API",
+        "self-signed: {v}"
+    );
     assert_eq!(v["tls"]["protocol"], "TLS 1.3", "{v}");
     assert_eq!(v["cookie"]["httpOnly"], true, "{v}");
     assert_eq!(v["cookie"]["secure"], true, "{v}");

@@ -280,6 +280,17 @@ fn planted_secrets_never_reach_logs_status_config_or_flare() {
         check.contains("login failed for postgres://app:********@"),
         "{check}"
     );
+    let human = get("status");
+    for want in [
+        "uptime:",
+        "Forwarder",
+        "DogStatsD",
+        "leaky_fail [user]: UNKNOWN",
+        "error: exited with code 7",
+        "leaky_json [user]: OK",
+    ] {
+        assert!(human.contains(want), "{want} in status:\n{human}");
+    }
     let status = get("status --json");
     assert!(status.contains("exited with code 7"), "{status}");
     assert!(get("status.json").contains("leaky_fail"));
