@@ -88,6 +88,21 @@ impl Gen {
 
 const METRICS: usize = 50;
 
+/// User + system CPU seconds of this process so far (from /proc; 0 where unavailable). The
+/// machine is shared, so samples per CPU-second is steadier than wall-clock throughput.
+fn cpu_secs() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return 0.0;
+    };
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let Some(rest) = stat.rsplit(')').next() else {
+        return 0.0;
+    };
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|x| x.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
+}
+
 fn main() {
     let mut hosts = 1000usize;
     let mut hours = 1.0f64;
@@ -135,6 +150,7 @@ fn main() {
         "store_bench: {hosts} hosts x {METRICS} metrics x {steps} points = {total} samples, {threads} writer threads, {per_append} point(s) per series per append, fsync {fsync:?}"
     );
     let t0 = Instant::now();
+    let c0 = cpu_secs();
     let workers: Vec<_> = (0..threads)
         .map(|t| {
             let store = store.clone();
@@ -191,29 +207,43 @@ fn main() {
     let t1 = Instant::now();
     store.flush().expect("flush");
     let flush = t1.elapsed();
-    let stats = store.stats();
-    let seg_bytes: u64 = std::fs::read_dir(dir.join("data"))
-        .expect("data dir")
-        .flatten()
-        .filter_map(|e| e.metadata().ok())
-        .map(|m| m.len())
-        .sum();
+    let cpu = cpu_secs() - c0;
     println!(
-        "ingest: {:.2} s, {:.0} samples/s (acknowledged = durable); flush to segments: {:.2} s; end-to-end {:.0} samples/s",
+        "ingest: {:.2} s, {:.0} samples/s (acknowledged = durable); flush to segments: {:.2} s; end-to-end {:.0} samples/s; {:.1} CPU-s = {:.0} samples per CPU-second (incl. data generation)",
         ingest.as_secs_f64(),
         total as f64 / ingest.as_secs_f64(),
         flush.as_secs_f64(),
-        total as f64 / (ingest + flush).as_secs_f64()
+        total as f64 / (ingest + flush).as_secs_f64(),
+        cpu,
+        total as f64 / cpu.max(1e-9)
     );
+    let report = |label: &str| {
+        let stats = store.stats();
+        let seg_bytes: u64 = std::fs::read_dir(dir.join("data"))
+            .expect("data dir")
+            .flatten()
+            .filter_map(|e| e.metadata().ok())
+            .map(|m| m.len())
+            .sum();
+        println!(
+            "disk {label}: {} bytes total ({:.3} bytes/sample), segments+index {} bytes ({:.3} bytes/sample) in {} segments; series {}, points {}",
+            stats.bytes_on_disk,
+            stats.bytes_on_disk as f64 / total as f64,
+            seg_bytes,
+            seg_bytes as f64 / total as f64,
+            stats.segments,
+            stats.series,
+            stats.points
+        );
+    };
+    report("after flush");
+    let t2 = Instant::now();
+    let merged = store.compact().expect("compact");
     println!(
-        "disk: {} bytes total ({:.3} bytes/sample), segments+index {} bytes ({:.3} bytes/sample); series {}, points {}",
-        stats.bytes_on_disk,
-        stats.bytes_on_disk as f64 / total as f64,
-        seg_bytes,
-        seg_bytes as f64 / total as f64,
-        stats.series,
-        stats.points
+        "compaction: merged {merged} segments in {:.2} s",
+        t2.elapsed().as_secs_f64()
     );
+    report("after compaction");
     // Query latency: one series' full hour, and a filter over all hosts of one metric.
     let series = store.find_series(1, "bench.metric.30", &TagFilter::All);
     let mut lat = Vec::new();

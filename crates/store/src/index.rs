@@ -4,7 +4,11 @@
 //! Why per org and per metric: every query names one org and one metric, so candidate sets start
 //! small and one tenant's postings are never even looked at for another tenant. The index lives
 //! in memory; it is persisted through WAL entries and encrypted index files (see `lib.rs`).
+//!
+//! Ids are ours, so id-keyed maps use FxHash; maps keyed by tenant-supplied strings keep
+//! SipHash (no crafted-collision slowdowns).
 
+use rustc_hash::FxHashMap;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use warden_model::MetricKind;
@@ -253,10 +257,10 @@ pub(crate) struct Entry {
 #[derive(Default)]
 pub(crate) struct Index {
     /// `org → (series key → id)`.
-    keys: HashMap<u64, HashMap<String, u64>>,
+    keys: FxHashMap<u64, HashMap<String, u64>>,
     /// `org → metric → postings`. BTreeMap so metric listings come out sorted.
-    metrics: HashMap<u64, BTreeMap<String, MetricIndex>>,
-    pub(crate) series: HashMap<u64, Entry>,
+    metrics: FxHashMap<u64, BTreeMap<String, MetricIndex>>,
+    pub(crate) series: FxHashMap<u64, Entry>,
     pub(crate) next_id: u64,
     /// Definitions made durable in the WAL but not yet written to an index file.
     pub(crate) dirty: Vec<u64>,

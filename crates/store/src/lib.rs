@@ -48,7 +48,8 @@ mod index;
 use codec::{Reader, put_ivarint, put_str, put_uvarint};
 use files::{Container, ContainerWriter, Kind, WalWriter, io_err, sync_dir};
 use index::{Index, series_key};
-use std::collections::{BTreeMap, HashMap};
+use rustc_hash::FxHashMap;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
@@ -265,8 +266,8 @@ pub struct RetentionReport {
 
 #[derive(Default)]
 struct Head {
-    points: HashMap<u64, Vec<(i64, f64)>>,
-    sketches: HashMap<u64, Vec<(i64, DDSketch)>>,
+    points: FxHashMap<u64, Vec<(i64, f64)>>,
+    sketches: FxHashMap<u64, Vec<(i64, DDSketch)>>,
     n: usize,
     /// `Instant` of the first insert since the last flush.
     since: Option<Instant>,
@@ -324,7 +325,7 @@ struct Segment {
     c: Container,
     min_ts: i64,
     max_ts: i64,
-    chunks: HashMap<u64, ChunkRef>,
+    chunks: FxHashMap<u64, ChunkRef>,
     consumed: Vec<u64>,
     points: u64,
     /// Last decoded block (reads of many series from one segment hit the same block).
@@ -424,7 +425,7 @@ impl Segment {
         let min_ts = r.ivarint()?;
         let max_ts = r.ivarint()?;
         let n = r.len()?;
-        let mut chunks = HashMap::with_capacity(n);
+        let mut chunks = FxHashMap::with_capacity_and_hasher(n, Default::default());
         let mut id = 0u64;
         let mut points = 0u64;
         for _ in 0..n {
@@ -774,20 +775,23 @@ impl Inner {
     }
 
     /// Writes one data segment; `rows` sorted by series id.
+    /// Writes one data segment from rows in ascending series id order (streamed: compaction
+    /// feeds one series at a time).
     fn write_segment(
         &self,
         kind: Kind,
-        rows: &BTreeMap<u64, Rows>,
+        rows: impl IntoIterator<Item = Result<(u64, Rows), StoreError>>,
         consumed: &[u64],
     ) -> Result<Arc<Segment>, StoreError> {
         let id = self.file_id();
         let keyring = rlock(&self.keyring).clone();
         let mut w = ContainerWriter::create(self.seg_path(id), kind, id, &keyring)?;
         let mut block = Vec::with_capacity(BLOCK_TARGET + 4096);
-        let mut refs: Vec<(u64, ChunkRef)> = Vec::with_capacity(rows.len());
+        let mut refs: Vec<(u64, ChunkRef)> = Vec::new();
         let mut nblock = 0u32;
         let (mut smin, mut smax) = (i64::MAX, i64::MIN);
-        for (&sid, r) in rows {
+        for item in rows {
+            let (sid, r) = item?;
             if r.len() == 0 {
                 continue;
             }
@@ -1145,14 +1149,14 @@ impl Inner {
                 dedup_last(&mut v);
                 rows.insert(id, Rows::Raw(v));
             }
-            new_segs.push(self.write_segment(Kind::Raw, &rows, &[])?);
+            new_segs.push(self.write_segment(Kind::Raw, rows.into_iter().map(Ok), &[])?);
         }
         if !frozen.sketches.is_empty() {
             let mut rows = BTreeMap::new();
             for (&id, sk) in &frozen.sketches {
                 rows.insert(id, Rows::Sketch(merge_sketches(sk.clone())));
             }
-            new_segs.push(self.write_segment(Kind::SketchRaw, &rows, &[])?);
+            new_segs.push(self.write_segment(Kind::SketchRaw, rows.into_iter().map(Ok), &[])?);
         }
         wlock(&self.segs).extend(new_segs);
         Ok(())
@@ -1300,9 +1304,9 @@ impl Inner {
         // the rollup segment that records which raw segments it consumed, then the deletes.
         let mut added = Vec::new();
         if !remainder.is_empty() {
-            added.push(self.write_segment(src, &remainder, &[])?);
+            added.push(self.write_segment(src, remainder.into_iter().map(Ok), &[])?);
         }
-        added.push(self.write_segment(dst, &rolled, &consumed)?);
+        added.push(self.write_segment(dst, rolled.into_iter().map(Ok), &consumed)?);
         {
             let mut segs = wlock(&self.segs);
             segs.retain(|s| !consumed.contains(&s.c.id));
@@ -1340,7 +1344,7 @@ impl Inner {
                         _ => {}
                     }
                 }
-                added = Some(self.write_segment(kind, &rows, &[s.c.id])?);
+                added = Some(self.write_segment(kind, rows.into_iter().map(Ok), &[s.c.id])?);
             }
             {
                 let mut segs = wlock(&self.segs);
@@ -1351,6 +1355,50 @@ impl Inner {
             n += 1;
         }
         Ok(n)
+    }
+
+    /// Merges the raw (and raw sketch) segments whose first point falls in the same 2-hour
+    /// window into one segment: longer chunks compress better and reads touch fewer files.
+    /// Windows are merged once complete (plus a grace period for late points), or earlier when
+    /// they hold too many segments, or always when `all` is set. Crash-safe like retention: the
+    /// merged segment lists the ones it consumed, and `open` deletes leftovers.
+    fn compact_locked(&self, all: bool) -> Result<u64, StoreError> {
+        let now = self.opts.clock.now();
+        let mut merged = 0;
+        for kind in [Kind::Raw, Kind::SketchRaw] {
+            let mut windows: BTreeMap<i64, Vec<Arc<Segment>>> = BTreeMap::new();
+            for s in rlock(&self.segs)
+                .iter()
+                .filter(|s| s.c.kind == kind && !s.chunks.is_empty())
+            {
+                windows
+                    .entry(s.min_ts.div_euclid(COMPACT_WINDOW))
+                    .or_default()
+                    .push(s.clone());
+            }
+            for (w, mut segs) in windows {
+                let complete = (w + 1) * COMPACT_WINDOW + COMPACT_GRACE <= now;
+                if segs.len() < 2 || !(all || complete || segs.len() >= COMPACT_MAX_SEGMENTS) {
+                    continue;
+                }
+                segs.sort_by_key(|s| s.c.id);
+                let mut ids: Vec<u64> =
+                    segs.iter().flat_map(|s| s.chunks.keys().copied()).collect();
+                ids.sort_unstable();
+                ids.dedup();
+                let consumed: Vec<u64> = segs.iter().map(|s| s.c.id).collect();
+                let rows = ids.into_iter().map(|id| merged_rows(&segs, kind, id));
+                let new = self.write_segment(kind, rows, &consumed)?;
+                {
+                    let mut all_segs = wlock(&self.segs);
+                    all_segs.retain(|s| !consumed.contains(&s.c.id));
+                    all_segs.push(new);
+                }
+                self.delete_segment_files(&consumed)?;
+                merged += consumed.len() as u64;
+            }
+        }
+        Ok(merged)
     }
 
     fn enforce_retention(&self) -> Result<RetentionReport, StoreError> {
@@ -1384,6 +1432,36 @@ impl Inner {
     }
 }
 
+/// Width of a compaction window (seconds).
+const COMPACT_WINDOW: i64 = 2 * 3600;
+/// A window is complete this long after its end.
+const COMPACT_GRACE: i64 = 600;
+/// An incomplete window is merged anyway once it has this many segments.
+const COMPACT_MAX_SEGMENTS: usize = 8;
+
+/// One series' rows merged across `segs` (oldest first, so the newest write of a timestamp
+/// wins; sketches sharing a timestamp are merged).
+fn merged_rows(segs: &[Arc<Segment>], kind: Kind, id: u64) -> Result<(u64, Rows), StoreError> {
+    if kind == Kind::Raw {
+        let mut pts = Vec::new();
+        for s in segs {
+            if let Some(Rows::Raw(v)) = s.rows(id, i64::MIN, i64::MAX)? {
+                pts.extend(v);
+            }
+        }
+        dedup_last(&mut pts);
+        Ok((id, Rows::Raw(pts)))
+    } else {
+        let mut sk = Vec::new();
+        for s in segs {
+            if let Some(Rows::Sketch(v)) = s.rows(id, i64::MIN, i64::MAX)? {
+                sk.extend(v);
+            }
+        }
+        Ok((id, Rows::Sketch(merge_sketches(sk))))
+    }
+}
+
 fn background(inner: Arc<Inner>) {
     let tick = Duration::from_secs(1);
     let mut last_retention = Instant::now();
@@ -1406,6 +1484,8 @@ fn background(inner: Arc<Inner>) {
             let _m = lock(&inner.maint);
             if let Err(e) = inner.flush_locked() {
                 tracing::error!(error = %e, "background flush failed");
+            } else if let Err(e) = inner.compact_locked(false) {
+                tracing::error!(error = %e, "background compaction failed");
             }
         }
         if last_retention.elapsed() >= inner.opts.retention_interval {
@@ -1790,6 +1870,13 @@ impl Store {
     pub fn flush(&self) -> Result<(), StoreError> {
         let _m = lock(&self.inner.maint);
         self.inner.flush_locked()
+    }
+
+    /// Merges raw segments per 2-hour window now, including windows still being written (the
+    /// background job merges complete windows by itself). Returns how many segments were merged.
+    pub fn compact(&self) -> Result<u64, StoreError> {
+        let _m = lock(&self.inner.maint);
+        self.inner.compact_locked(true)
     }
 
     /// Flushes, then folds raw data older than `retention_raw` into 1-minute rollups (written

@@ -638,3 +638,64 @@ fn open_finishes_an_interrupted_data_dir_rotation() {
         .is_ok()
     );
 }
+
+#[test]
+fn compaction_merges_segments_and_keeps_newest_writes() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let clock = Arc::new(ManualClock::new(T0 + 3600));
+    let store = Store::open(dir.path(), opts(&clock)).expect("open");
+    for round in 0..3 {
+        let pts: Vec<(i64, f64)> = (0..60)
+            .map(|i| (T0 + round * 300 + i * 10, (round * 1000 + i) as f64))
+            .collect();
+        store
+            .append(
+                1,
+                &[gauge("c", &["a:b"], "h", &pts), gauge("d", &[], "h", &pts)],
+            )
+            .expect("append");
+        store.flush().expect("flush");
+    }
+    let mut sk = DDSketch::new();
+    sk.insert(3.0);
+    for _ in 0..2 {
+        store
+            .append_sketches(
+                1,
+                &[SketchWrite {
+                    name: "dist".into(),
+                    tags: vec![],
+                    host: String::new(),
+                    points: vec![(T0, sk.clone())],
+                }],
+            )
+            .expect("sketch");
+        store.flush().expect("flush");
+    }
+    let ids: Vec<u64> = ["c", "d", "dist"]
+        .iter()
+        .map(|m| store.find_series(1, m, &TagFilter::All)[0].id)
+        .collect();
+    let before: Vec<Vec<Point>> = ids[..2]
+        .iter()
+        .map(|&id| store.read(1, id, T0, T0 + 7200).expect("read"))
+        .collect();
+    // Overlapping rounds: later rounds overwrote timestamps of earlier ones.
+    assert_eq!(before[0].len(), 60 + 2 * 30);
+    assert_eq!(before[0][30].value, 1000.0);
+    assert_eq!(store.stats().segments, 5);
+    assert_eq!(store.compact().expect("compact"), 5);
+    assert_eq!(store.stats().segments, 2);
+    for (i, &id) in ids[..2].iter().enumerate() {
+        assert_eq!(store.read(1, id, T0, T0 + 7200).expect("read"), before[i]);
+    }
+    let sk_read = store.read_sketches(1, ids[2], T0, T0).expect("sketches");
+    assert_eq!(sk_read[0].1.count(), 2);
+    drop(store);
+    let store = Store::open(dir.path(), opts(&clock)).expect("reopen");
+    assert_eq!(store.stats().segments, 2);
+    assert_eq!(
+        store.read(1, ids[0], T0, T0 + 7200).expect("read"),
+        before[0]
+    );
+}
