@@ -2,6 +2,7 @@
 //! keeps coming, the agent is restarted in the middle, and when the intake returns every point
 //! the agent received must arrive (disk queue). With only a tiny memory queue, the oldest
 //! payloads are dropped, counted, and the newest still arrive.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failed unwrap is a failed test
 
 mod support;
 

@@ -1,6 +1,7 @@
 //! End to end: the official Python `datadog` DogStatsd client → `warden agent` (real binary,
 //! real UDP) → forwarder over TLS → a real HTTPS receiver that decodes the payloads.
 //! Every aggregated value is asserted against the numbers the DogStatsD spec defines.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failed unwrap is a failed test
 
 mod support;
 

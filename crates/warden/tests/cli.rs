@@ -1,4 +1,5 @@
 //! The command-line edge: `warden dogstatsd parse` and `warden waf eval` on real processes.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failed unwrap is a failed test
 
 use std::io::Write;
 use std::process::{Command, Stdio};

@@ -1,4 +1,5 @@
 //! Shared helpers for end-to-end tests that run the real `warden` binary.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failed unwrap is a failed test
 #![allow(dead_code)]
 
 use std::net::UdpSocket;
