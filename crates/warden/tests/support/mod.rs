@@ -1,6 +1,6 @@
 //! Shared helpers for end-to-end tests that run the real `warden` binary.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failed unwrap is a failed test
-#![allow(dead_code)]
+#![allow(dead_code, unreachable_pub)]
 
 use std::net::UdpSocket;
 use std::os::unix::fs::PermissionsExt;
