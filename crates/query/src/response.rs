@@ -1,0 +1,299 @@
+//! The wire shapes of `GET /api/v1/query` and `POST /api/v2/query/timeseries`, as pure
+//! functions from (data source, request) to JSON, so the HTTP layer only does auth and I/O.
+//!
+//! v1 `interval` is in seconds (what Datadog's real responses carry; the spec's "milliseconds"
+//! wording is contradicted by its own example), `pointlist` timestamps and `start`/`end`/
+//! `from_date`/`to_date` are milliseconds. `pointlist` has one entry per bucket of the grid,
+//! `null` where there is no data; `end` is the last millisecond covered.
+
+use std::collections::HashMap;
+
+use serde_json::{Map, Value, json};
+
+use crate::ast::{Expr, RankMethod};
+use crate::error::QueryError;
+use crate::eval::{EvalOptions, ResultSeries, evaluate_on, grid_for, top_n};
+use crate::parser::{parse, parse_formula, parse_list};
+use crate::source::DataSource;
+
+/// `GET /api/v1/query?from=<s>&to=<s>&query=<q>`: the `MetricsQueryResponse` body.
+/// `query` may hold several comma-separated expressions; each gets its `query_index`.
+pub fn run_v1(
+    ds: &dyn DataSource,
+    query: &str,
+    from_s: i64,
+    to_s: i64,
+    opts: &EvalOptions,
+) -> Result<Value, QueryError> {
+    let exprs = parse_list(query)?;
+    let all: Vec<&Expr> = exprs.iter().collect();
+    let grid = grid_for(&all, from_s, to_s, opts)?;
+    let mut group_by: Vec<String> = Vec::new();
+    for q in exprs.iter().flat_map(|e| e.queries()) {
+        for g in &q.group_by {
+            if !group_by.contains(g) {
+                group_by.push(g.clone());
+            }
+        }
+    }
+    let refs = HashMap::new();
+    let times = grid.times();
+    let mut series = Vec::new();
+    for (index, e) in exprs.iter().enumerate() {
+        for s in evaluate_on(ds, e, grid, opts, &refs)? {
+            let pointlist: Vec<Value> = times
+                .iter()
+                .zip(&s.values)
+                .map(|(t, v)| json!([(*t as f64) * 1000.0, v]))
+                .collect();
+            series.push(json!({
+                "metric": s.metric,
+                "display_name": s.display_name,
+                "aggr": s.aggr,
+                "expression": s.expression,
+                "scope": s.scope,
+                "tag_set": s.tag_set,
+                "pointlist": pointlist,
+                "start": grid.start * 1000,
+                "end": grid.last_second() * 1000,
+                "interval": grid.step,
+                "length": grid.len,
+                "query_index": index,
+                "unit": [unit_object(s.unit.as_deref()), Value::Null],
+            }));
+        }
+    }
+    Ok(json!({
+        "status": "ok",
+        "res_type": "time_series",
+        "query": query,
+        "from_date": from_s * 1000,
+        "to_date": to_s * 1000,
+        "group_by": group_by,
+        "message": "",
+        "error": Value::Null,
+        "series": series,
+    }))
+}
+
+fn field<'a>(obj: &'a Map<String, Value>, name: &str, path: &str) -> Result<&'a Value, QueryError> {
+    obj.get(name)
+        .ok_or_else(|| QueryError::new(format!("missing field {path}.{name}"), 0))
+}
+
+fn as_object<'a>(v: &'a Value, path: &str) -> Result<&'a Map<String, Value>, QueryError> {
+    v.as_object()
+        .ok_or_else(|| QueryError::new(format!("{path} must be an object"), 0))
+}
+
+fn as_ms(v: &Value, path: &str) -> Result<i64, QueryError> {
+    v.as_i64()
+        .or_else(|| {
+            v.as_f64()
+                .filter(|f| f.is_finite() && f.fract() == 0.0)
+                .map(|f| f as i64)
+        })
+        .ok_or_else(|| QueryError::new(format!("{path} must be an integer (milliseconds)"), 0))
+}
+
+fn as_str<'a>(v: &'a Value, path: &str) -> Result<&'a str, QueryError> {
+    v.as_str()
+        .ok_or_else(|| QueryError::new(format!("{path} must be a string"), 0))
+}
+
+fn prefixed(e: QueryError, path: &str) -> QueryError {
+    QueryError {
+        message: format!("{path}: {}", e.message),
+        ..e
+    }
+}
+
+/// `POST /api/v2/query/timeseries`: `request` is the whole
+/// `{"data":{"type":"timeseries_request","attributes":{...}}}` body. Without `formulas` every
+/// query is returned (its `query_index`); with them, every formula (its index), each limited
+/// by `limit {count, order}` ranked by mean.
+pub fn run_v2(
+    ds: &dyn DataSource,
+    request: &Value,
+    opts: &EvalOptions,
+) -> Result<Value, QueryError> {
+    let root = as_object(request, "body")?;
+    let data = as_object(field(root, "data", "body")?, "data")?;
+    let ty = as_str(field(data, "type", "data")?, "data.type")?;
+    if ty != "timeseries_request" {
+        return Err(QueryError::new(
+            format!("data.type must be \"timeseries_request\", got \"{ty}\""),
+            0,
+        ));
+    }
+    let path = "data.attributes";
+    let attrs = as_object(field(data, "attributes", "data")?, path)?;
+    let from = as_ms(field(attrs, "from", path)?, "data.attributes.from")?;
+    let to = as_ms(field(attrs, "to", path)?, "data.attributes.to")?;
+    let interval = match attrs.get("interval") {
+        None | Some(Value::Null) => None,
+        Some(v) => {
+            let ms = as_ms(v, "data.attributes.interval")?;
+            if ms <= 0 {
+                return Err(QueryError::new(
+                    "data.attributes.interval must be positive",
+                    0,
+                ));
+            }
+            Some((ms / 1000).max(1))
+        }
+    };
+    let queries = field(attrs, "queries", path)?
+        .as_array()
+        .ok_or_else(|| QueryError::new("data.attributes.queries must be an array", 0))?;
+    if queries.is_empty() {
+        return Err(QueryError::new(
+            "data.attributes.queries must not be empty",
+            0,
+        ));
+    }
+    let mut named: Vec<(String, Expr)> = Vec::new();
+    for (i, q) in queries.iter().enumerate() {
+        let qp = format!("data.attributes.queries[{i}]");
+        let o = as_object(q, &qp)?;
+        if let Some(ds) = o.get("data_source") {
+            let ds = as_str(ds, &format!("{qp}.data_source"))?;
+            if ds != "metrics" {
+                return Err(QueryError::new(
+                    format!("{qp}.data_source \"{ds}\" is not supported (only \"metrics\")"),
+                    0,
+                ));
+            }
+        }
+        let name = as_str(field(o, "name", &qp)?, &format!("{qp}.name"))?;
+        let text = as_str(field(o, "query", &qp)?, &format!("{qp}.query"))?;
+        let expr = parse(text).map_err(|e| prefixed(e, &format!("{qp}.query")))?;
+        if named.iter().any(|(n, _)| n == name) {
+            return Err(QueryError::new(
+                format!("{qp}.name \"{name}\" is used twice"),
+                0,
+            ));
+        }
+        named.push((name.to_string(), expr));
+    }
+    let mut formulas: Vec<(Expr, Option<(usize, bool)>)> = Vec::new();
+    if let Some(fs) = attrs.get("formulas").filter(|v| !v.is_null()) {
+        let fs = fs
+            .as_array()
+            .ok_or_else(|| QueryError::new("data.attributes.formulas must be an array", 0))?;
+        for (i, f) in fs.iter().enumerate() {
+            let fp = format!("data.attributes.formulas[{i}]");
+            let o = as_object(f, &fp)?;
+            let text = as_str(field(o, "formula", &fp)?, &format!("{fp}.formula"))?;
+            let expr = parse_formula(text).map_err(|e| prefixed(e, &format!("{fp}.formula")))?;
+            let limit = match o.get("limit").filter(|v| !v.is_null()) {
+                None => None,
+                Some(l) => {
+                    let lp = format!("{fp}.limit");
+                    let l = as_object(l, &lp)?;
+                    let count = match l.get("count") {
+                        None => 10,
+                        Some(c) => c.as_u64().filter(|c| *c > 0).ok_or_else(|| {
+                            QueryError::new(format!("{lp}.count must be a positive integer"), 0)
+                        })? as usize,
+                    };
+                    let desc = match l.get("order").map(|o| o.as_str()) {
+                        None | Some(Some("desc")) => true,
+                        Some(Some("asc")) => false,
+                        _ => {
+                            return Err(QueryError::new(
+                                format!("{lp}.order must be \"asc\" or \"desc\""),
+                                0,
+                            ));
+                        }
+                    };
+                    Some((count, desc))
+                }
+            };
+            formulas.push((expr, limit));
+        }
+    }
+    let refs: HashMap<String, Expr> = named.iter().cloned().collect();
+    let mut all: Vec<&Expr> = named.iter().map(|(_, e)| e).collect();
+    all.extend(formulas.iter().map(|(e, _)| e));
+    let vopts = EvalOptions {
+        interval,
+        ..opts.clone()
+    };
+    let (from_s, to_s) = (from.div_euclid(1000), to.div_euclid(1000));
+    let grid = grid_for(&all, from_s, to_s, &vopts)?;
+    let mut out: Vec<(usize, ResultSeries)> = Vec::new();
+    if formulas.is_empty() {
+        for (i, (name, e)) in named.iter().enumerate() {
+            let s = evaluate_on(ds, e, grid, &vopts, &refs)
+                .map_err(|err| prefixed(err, &format!("query '{name}'")))?;
+            out.extend(s.into_iter().map(|s| (i, s)));
+        }
+    } else {
+        for (i, (e, limit)) in formulas.iter().enumerate() {
+            let mut s = evaluate_on(ds, e, grid, &vopts, &refs)
+                .map_err(|err| prefixed(err, &format!("data.attributes.formulas[{i}].formula")))?;
+            if let Some((count, desc)) = limit {
+                s = top_n(s, *count, RankMethod::Mean, *desc);
+            }
+            out.extend(s.into_iter().map(|s| (i, s)));
+        }
+    }
+    let times: Vec<i64> = grid.times().iter().map(|t| t * 1000).collect();
+    let series: Vec<Value> = out
+        .iter()
+        .map(|(i, s)| {
+            json!({
+                "group_tags": s.tag_set,
+                "query_index": i,
+                "unit": [unit_object(s.unit.as_deref()), Value::Null],
+            })
+        })
+        .collect();
+    let values: Vec<Value> = out.iter().map(|(_, s)| json!(s.values)).collect();
+    Ok(json!({
+        "data": {
+            "type": "timeseries_response",
+            "attributes": {
+                "series": series,
+                "times": times,
+                "values": values,
+            }
+        }
+    }))
+}
+
+/// Datadog's unit object for a unit name (`null` when there is none).
+pub fn unit_object(name: Option<&str>) -> Value {
+    let Some(name) = name.filter(|n| !n.is_empty()) else {
+        return Value::Null;
+    };
+    let (family, plural, scale, short): (&str, String, f64, String) = match name {
+        "percent" => ("percentage", "percent".into(), 1.0, "%".into()),
+        "fraction" => ("percentage", "fractions".into(), 1.0, "".into()),
+        "bit" => ("bytes", "bits".into(), 0.125, "b".into()),
+        "byte" => ("bytes", "bytes".into(), 1.0, "B".into()),
+        "kibibyte" => ("bytes", "kibibytes".into(), 1024.0, "KiB".into()),
+        "mebibyte" => ("bytes", "mebibytes".into(), 1_048_576.0, "MiB".into()),
+        "gibibyte" => ("bytes", "gibibytes".into(), 1_073_741_824.0, "GiB".into()),
+        "nanosecond" => ("time", "nanoseconds".into(), 1e-9, "ns".into()),
+        "microsecond" => ("time", "microseconds".into(), 1e-6, "μs".into()),
+        "millisecond" => ("time", "milliseconds".into(), 1e-3, "ms".into()),
+        "second" => ("time", "seconds".into(), 1.0, "s".into()),
+        "minute" => ("time", "minutes".into(), 60.0, "min".into()),
+        "hour" => ("time", "hours".into(), 3600.0, "hr".into()),
+        "day" => ("time", "days".into(), 86_400.0, "d".into()),
+        "request" => ("network", "requests".into(), 1.0, "req".into()),
+        "connection" => ("network", "connections".into(), 1.0, "conn".into()),
+        "packet" => ("network", "packets".into(), 1.0, "pkt".into()),
+        "error" => ("general", "errors".into(), 1.0, "err".into()),
+        other => ("general", format!("{other}s"), 1.0, other.to_string()),
+    };
+    json!({
+        "family": family,
+        "name": name,
+        "plural": plural,
+        "scale_factor": scale,
+        "short_name": short,
+    })
+}
