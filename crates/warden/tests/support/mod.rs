@@ -1,6 +1,6 @@
 //! Shared helpers for end-to-end tests that run the real `warden` binary.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failed unwrap is a failed test
-#![allow(dead_code, unreachable_pub)]
+#![allow(dead_code)]
 
 use std::net::UdpSocket;
 use std::os::unix::fs::PermissionsExt;
@@ -9,13 +9,13 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// A free UDP port on loopback (bound, read, released).
-pub fn free_udp_port() -> u16 {
+pub(crate) fn free_udp_port() -> u16 {
     let s = UdpSocket::bind("127.0.0.1:0").expect("bind");
     s.local_addr().expect("addr").port()
 }
 
 /// Writes an agent config (mode 0600) and returns its path.
-pub fn write_config(dir: &Path, yaml: &str) -> PathBuf {
+pub(crate) fn write_config(dir: &Path, yaml: &str) -> PathBuf {
     let p = dir.join("agent.yaml");
     std::fs::write(&p, yaml).expect("write config");
     std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).expect("chmod");
@@ -23,13 +23,13 @@ pub fn write_config(dir: &Path, yaml: &str) -> PathBuf {
 }
 
 /// A running `warden agent`, killed on drop.
-pub struct Agent {
-    pub child: Child,
-    pub log: PathBuf,
+pub(crate) struct Agent {
+    pub(crate) child: Child,
+    pub(crate) log: PathBuf,
 }
 
 impl Agent {
-    pub fn start(config: &Path) -> Agent {
+    pub(crate) fn start(config: &Path) -> Agent {
         let log = config.with_extension("log");
         let out = std::fs::File::create(&log).expect("log file");
         let child = Command::new(env!("CARGO_BIN_EXE_warden"))
@@ -44,7 +44,7 @@ impl Agent {
     }
 
     /// Waits until the agent logged that it started (its sockets are bound by then).
-    pub fn wait_started(&self) {
+    pub(crate) fn wait_started(&self) {
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
             if std::fs::read_to_string(&self.log)
@@ -58,12 +58,12 @@ impl Agent {
         panic!("agent did not start; log:\n{}", self.log_text());
     }
 
-    pub fn log_text(&self) -> String {
+    pub(crate) fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     /// SIGTERM and wait: the agent flushes and persists before exiting.
-    pub fn stop(mut self) -> std::process::ExitStatus {
+    pub(crate) fn stop(mut self) -> std::process::ExitStatus {
         let pid = self.child.id().to_string();
         let _ = Command::new("kill").args(["-TERM", &pid]).status();
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -88,7 +88,7 @@ impl Drop for Agent {
 }
 
 /// The Python interpreter of the test venv (`scripts/test-deps` makes it).
-pub fn python() -> String {
+pub(crate) fn python() -> String {
     if let Ok(p) = std::env::var("WARDEN_TEST_PYTHON") {
         return p;
     }
@@ -102,7 +102,7 @@ pub fn python() -> String {
 }
 
 /// Sleeps until the wall clock is at `lo..hi` seconds into a 10 s bucket.
-pub fn align_to_bucket(lo: u64, hi: u64) {
+pub(crate) fn align_to_bucket(lo: u64, hi: u64) {
     loop {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
