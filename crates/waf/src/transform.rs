@@ -808,3 +808,56 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    const ALL: [Transformer; 19] = [
+        Transformer::Lowercase,
+        Transformer::RemoveNulls,
+        Transformer::CompressWhitespace,
+        Transformer::NormalizePath,
+        Transformer::NormalizePathWin,
+        Transformer::UrlDecode,
+        Transformer::UrlDecodeIis,
+        Transformer::CssDecode,
+        Transformer::JsDecode,
+        Transformer::HtmlEntityDecode,
+        Transformer::Base64Decode,
+        Transformer::Base64UrlDecode,
+        Transformer::Base64Encode,
+        Transformer::ShellUnescape,
+        Transformer::UrlBasename,
+        Transformer::UrlPath,
+        Transformer::UrlQuerystring,
+        Transformer::RemoveComments,
+        Transformer::UnicodeNormalize,
+    ];
+
+    proptest! {
+        #[test]
+        fn transformers_never_panic_and_report_changes(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
+            for t in ALL {
+                if let Some(out) = apply(t, &bytes) {
+                    prop_assert_ne!(out, bytes.clone(), "{:?} reported a change without one", t);
+                }
+            }
+        }
+
+        #[test]
+        fn normalize_path_is_idempotent(s in "[a-z./\\\\]{0,24}") {
+            for t in [Transformer::NormalizePath, Transformer::NormalizePathWin] {
+                let once = apply(t, s.as_bytes()).unwrap_or_else(|| s.as_bytes().to_vec());
+                prop_assert!(apply(t, &once).is_none(), "{:?} not idempotent on {:?}", t, s);
+            }
+        }
+
+        #[test]
+        fn base64_round_trip(bytes in proptest::collection::vec(any::<u8>(), 1..48)) {
+            let enc = apply(Transformer::Base64Encode, &bytes).expect("non-empty input encodes");
+            prop_assert_eq!(base64_decode_bytes(&enc, false), bytes);
+        }
+    }
+}
