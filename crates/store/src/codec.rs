@@ -120,10 +120,10 @@ impl<'a> Reader<'a> {
 
 // ---------------------------------------------------------------- timestamps
 
-pub(crate) fn encode_ts(ts: &[i64], out: &mut Vec<u8>) {
+pub(crate) fn encode_ts(ts: impl IntoIterator<Item = i64>, out: &mut Vec<u8>) {
     let mut prev = 0i64;
     let mut prev_delta = 0i64;
-    for (i, &t) in ts.iter().enumerate() {
+    for (i, t) in ts.into_iter().enumerate() {
         match i {
             0 => put_ivarint(out, t),
             1 => {
@@ -638,7 +638,7 @@ mod tests {
             vec![i64::MIN, i64::MAX, 0, -5],
         ] {
             let mut out = Vec::new();
-            encode_ts(&ts, &mut out);
+            encode_ts(ts.iter().copied(), &mut out);
             assert_eq!(decode_ts(&mut Reader::new(&out), ts.len()).expect("ts"), ts);
         }
     }

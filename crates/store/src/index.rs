@@ -253,11 +253,32 @@ pub(crate) struct Entry {
     pub(crate) durable: bool,
 }
 
+/// Borrowed identity of a series within an org.
+#[derive(Clone, Copy)]
+pub(crate) struct SeriesKey<'a> {
+    pub(crate) name: &'a str,
+    pub(crate) tags: &'a [String],
+    pub(crate) host: &'a str,
+    pub(crate) distribution: bool,
+}
+
+impl SeriesKey<'_> {
+    fn matches(&self, m: &SeriesMeta) -> bool {
+        m.distribution == self.distribution
+            && m.name == self.name
+            && m.host == self.host
+            && m.tags == self.tags
+    }
+}
+
 /// The whole in-memory index.
 #[derive(Default)]
 pub(crate) struct Index {
-    /// `org → (series key → id)`.
-    keys: FxHashMap<u64, HashMap<String, u64>>,
+    /// `(org, keyed SipHash of the series key) → ids` (more than one only on a 64-bit
+    /// collision). Hashing the parts avoids building a key string per appended series; the
+    /// random SipHash key keeps tenants from crafting collisions.
+    keys: FxHashMap<(u64, u64), Vec<u64>>,
+    hasher: std::collections::hash_map::RandomState,
     /// `org → metric → postings`. BTreeMap so metric listings come out sorted.
     metrics: FxHashMap<u64, BTreeMap<String, MetricIndex>>,
     pub(crate) series: FxHashMap<u64, Entry>,
@@ -266,24 +287,18 @@ pub(crate) struct Index {
     pub(crate) dirty: Vec<u64>,
 }
 
-/// The identity of a series within an org.
-pub(crate) fn series_key(name: &str, tags: &[String], host: &str, distribution: bool) -> String {
-    let mut k = String::with_capacity(name.len() + host.len() + 16 + tags.len() * 16);
-    k.push(if distribution { 'd' } else { 'm' });
-    k.push_str(name);
-    k.push('\u{1}');
-    k.push_str(host);
-    for t in tags {
-        k.push('\u{1}');
-        k.push_str(t);
-    }
-    k
-}
-
 impl Index {
-    pub(crate) fn lookup(&self, org: u64, key: &str) -> Option<&Entry> {
-        let id = self.keys.get(&org)?.get(key)?;
-        self.series.get(id)
+    fn key_hash(&self, k: &SeriesKey<'_>) -> u64 {
+        use std::hash::BuildHasher;
+        self.hasher
+            .hash_one((k.distribution, k.name, k.host, k.tags))
+    }
+
+    pub(crate) fn lookup(&self, org: u64, k: &SeriesKey<'_>) -> Option<&Entry> {
+        let ids = self.keys.get(&(org, self.key_hash(k)))?;
+        ids.iter()
+            .filter_map(|id| self.series.get(id))
+            .find(|e| k.matches(&e.meta))
     }
 
     /// Inserts or replaces a definition (replay and creation). Kind/interval/unit updates keep
@@ -296,8 +311,13 @@ impl Index {
             e.durable |= durable;
             return;
         }
-        let key = series_key(&meta.name, &meta.tags, &meta.host, meta.distribution);
-        self.keys.entry(meta.org).or_default().insert(key, id);
+        let h = self.key_hash(&SeriesKey {
+            name: &meta.name,
+            tags: &meta.tags,
+            host: &meta.host,
+            distribution: meta.distribution,
+        });
+        self.keys.entry((meta.org, h)).or_default().push(id);
         self.metrics
             .entry(meta.org)
             .or_default()

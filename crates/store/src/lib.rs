@@ -47,7 +47,7 @@ mod index;
 
 use codec::{Reader, put_ivarint, put_str, put_uvarint};
 use files::{Container, ContainerWriter, Kind, WalWriter, io_err, sync_dir};
-use index::{Index, series_key};
+use index::{Index, SeriesKey};
 use rustc_hash::FxHashMap;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -287,6 +287,18 @@ impl Head {
             }
         }
     }
+    /// Inserts a run of `(id, ts, value)` of one series.
+    fn insert_run(&mut self, run: &[(u64, i64, f64)]) {
+        let Some(&(id, _, _)) = run.first() else {
+            return;
+        };
+        self.n += run.len();
+        self.since.get_or_insert_with(Instant::now);
+        self.points
+            .entry(id)
+            .or_insert_with(|| Vec::with_capacity(run.len().max(32)))
+            .extend(run.iter().map(|p| (p.1, p.2)));
+    }
     fn insert_sketches(&mut self, id: u64, sk: Vec<(i64, DDSketch)>) {
         self.n += sk.len();
         self.since.get_or_insert_with(Instant::now);
@@ -362,19 +374,19 @@ impl Rows {
         put_uvarint(out, self.len() as u64);
         match self {
             Rows::Raw(v) => {
-                codec::encode_ts(&v.iter().map(|p| p.0).collect::<Vec<_>>(), out);
+                codec::encode_ts(v.iter().map(|p| p.0), out);
                 codec::encode_values(&v.iter().map(|p| p.1).collect::<Vec<_>>(), out);
             }
             Rows::Rollup(v) => {
-                codec::encode_ts(&v.iter().map(|p| p.ts).collect::<Vec<_>>(), out);
+                codec::encode_ts(v.iter().map(|p| p.ts), out);
                 codec::encode_values(&v.iter().map(|p| p.min).collect::<Vec<_>>(), out);
                 codec::encode_values(&v.iter().map(|p| p.max).collect::<Vec<_>>(), out);
                 codec::encode_values(&v.iter().map(|p| p.sum).collect::<Vec<_>>(), out);
                 let counts: Vec<i64> = v.iter().map(|p| p.count as i64).collect();
-                codec::encode_ts(&counts, out);
+                codec::encode_ts(counts, out);
             }
             Rows::Sketch(v) => {
-                codec::encode_ts(&v.iter().map(|p| p.0).collect::<Vec<_>>(), out);
+                codec::encode_ts(v.iter().map(|p| p.0), out);
                 for (_, s) in v {
                     codec::encode_sketch(s, out);
                 }
@@ -523,7 +535,8 @@ struct DefIn<'a> {
 struct Batch {
     ticket: u64,
     payload: Vec<u8>,
-    points: Vec<(u64, Vec<(i64, f64)>)>,
+    /// `(series id, ts, value)`, runs of one series contiguous.
+    points: Vec<(u64, i64, f64)>,
     sketches: Vec<(u64, Vec<(i64, DDSketch)>)>,
     defs: Vec<u64>,
 }
@@ -952,8 +965,8 @@ impl Inner {
         let head_n = {
             let mut head = wlock(&self.head);
             for b in group {
-                for (id, pts) in b.points {
-                    head.insert_points(id, pts);
+                for run in b.points.chunk_by(|a, b| a.0 == b.0) {
+                    head.insert_run(run);
                 }
                 for (id, sk) in b.sketches {
                     head.insert_sketches(id, sk);
@@ -997,7 +1010,12 @@ impl Inner {
             unit,
             distribution,
         } = *d;
-        let key = series_key(name, tags, host, distribution);
+        let key = SeriesKey {
+            name,
+            tags,
+            host,
+            distribution,
+        };
         let same = |m: &SeriesMeta| {
             distribution || (m.kind == kind && m.interval == interval && &m.unit == unit)
         };
@@ -1674,7 +1692,7 @@ impl Store {
         let cutoff = inner.opts.clock.now() - inner.opts.retention_raw.as_secs() as i64;
         let npts: usize = batch.iter().map(|w| w.points.len()).sum();
         let mut payload = Vec::with_capacity(npts * 10 + batch.len() * 8);
-        let mut points = Vec::with_capacity(batch.len());
+        let mut points: Vec<(u64, i64, f64)> = Vec::with_capacity(npts);
         let mut defs = Vec::new();
         let mut dropped = 0u64;
         for w in batch {
@@ -1689,12 +1707,14 @@ impl Store {
                 distribution: false,
             };
             let id = inner.resolve(org, &def, &mut payload, &mut defs);
-            let pts: Vec<(i64, f64)> = w
-                .points
-                .iter()
-                .filter(|p| p.value.is_finite() && p.timestamp >= cutoff)
-                .map(|p| (p.timestamp, p.value))
-                .collect();
+            let start = points.len();
+            points.extend(
+                w.points
+                    .iter()
+                    .filter(|p| p.value.is_finite() && p.timestamp >= cutoff)
+                    .map(|p| (id, p.timestamp, p.value)),
+            );
+            let pts = &points[start..];
             dropped += (w.points.len() - pts.len()) as u64;
             if pts.is_empty() {
                 continue;
@@ -1702,11 +1722,10 @@ impl Store {
             payload.push(E_POINTS);
             put_uvarint(&mut payload, id);
             put_uvarint(&mut payload, pts.len() as u64);
-            codec::encode_ts(&pts.iter().map(|p| p.0).collect::<Vec<_>>(), &mut payload);
-            for p in &pts {
-                payload.extend_from_slice(&p.1.to_le_bytes());
+            codec::encode_ts(pts.iter().map(|p| p.1), &mut payload);
+            for p in pts {
+                payload.extend_from_slice(&p.2.to_le_bytes());
             }
-            points.push((id, pts));
         }
         if dropped > 0 {
             inner.dropped.fetch_add(dropped, Ordering::Relaxed);
