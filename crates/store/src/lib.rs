@@ -749,6 +749,11 @@ fn merge_sketches(mut v: Vec<(i64, DDSketch)>) -> Vec<(i64, DDSketch)> {
     out
 }
 
+/// The id in a WAL file name (`<id hex>.wal`).
+fn wal_id(p: &Path) -> Option<u64> {
+    u64::from_str_radix(p.file_stem()?.to_str()?, 16).ok()
+}
+
 fn list_dir(dir: &Path, ext: &str) -> Result<Vec<PathBuf>, StoreError> {
     let mut out = Vec::new();
     for e in std::fs::read_dir(dir).map_err(io_err(dir))? {
@@ -1096,7 +1101,8 @@ impl Inner {
             *wlock(&self.frozen) = Some(h.clone());
             (h, defs, old_wals)
         };
-        match self.write_flush(&frozen, &defs) {
+        let wal_ids: Vec<u64> = old_wals.iter().filter_map(|p| wal_id(p)).collect();
+        match self.write_flush(&frozen, &defs, &wal_ids) {
             Ok(()) => {
                 *wlock(&self.frozen) = None;
                 {
@@ -1133,7 +1139,9 @@ impl Inner {
         }
     }
 
-    fn write_flush(&self, frozen: &Head, defs: &[u64]) -> Result<(), StoreError> {
+    /// Writes the frozen head. The last file written lists the WAL files it covers, so a crash
+    /// before those are deleted does not replay them (sketches would be merged twice).
+    fn write_flush(&self, frozen: &Head, defs: &[u64], wals: &[u64]) -> Result<(), StoreError> {
         if !defs.is_empty() {
             let old_index = self.index_file_ids()?;
             let idx = rlock(&self.index);
@@ -1167,14 +1175,19 @@ impl Inner {
                 dedup_last(&mut v);
                 rows.insert(id, Rows::Raw(v));
             }
-            new_segs.push(self.write_segment(Kind::Raw, rows.into_iter().map(Ok), &[])?);
+            let covers = if frozen.sketches.is_empty() {
+                wals
+            } else {
+                &[]
+            };
+            new_segs.push(self.write_segment(Kind::Raw, rows.into_iter().map(Ok), covers)?);
         }
         if !frozen.sketches.is_empty() {
             let mut rows = BTreeMap::new();
             for (&id, sk) in &frozen.sketches {
                 rows.insert(id, Rows::Sketch(merge_sketches(sk.clone())));
             }
-            new_segs.push(self.write_segment(Kind::SketchRaw, rows.into_iter().map(Ok), &[])?);
+            new_segs.push(self.write_segment(Kind::SketchRaw, rows.into_iter().map(Ok), wals)?);
         }
         wlock(&self.segs).extend(new_segs);
         Ok(())
@@ -1607,6 +1620,14 @@ impl Store {
 
         let mut head = Head::default();
         let wal_files = list_dir(&wal_dir, "wal")?;
+        let mut wal_files = wal_files;
+        for p in wal_files.clone() {
+            if wal_id(&p).is_some_and(|id| consumed.contains(&id)) {
+                // Flushed to a segment before the crash; only the delete was missing.
+                std::fs::remove_file(&p).map_err(io_err(&p))?;
+                wal_files.retain(|x| x != &p);
+            }
+        }
         for p in &wal_files {
             let (_, id) = files::peek_kind(p).unwrap_or((Kind::Wal, 0));
             max_id = max_id.max(id);
@@ -1929,7 +1950,8 @@ impl Store {
         both.add_old(old.current().clone());
         *wlock(&inner.keyring) = both.clone();
         let mut n = 0;
-        // Hold the commit lock so the WAL file list is stable (appends wait a moment).
+        // Files are only created by flush/retention/compaction, which `maint` excludes, so this
+        // list is complete; new files already use the new key.
         let paths = inner.all_file_paths()?;
         for p in paths {
             if files::rewrap_file(&p, &both, &new_key)? {

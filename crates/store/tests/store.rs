@@ -699,3 +699,49 @@ fn compaction_merges_segments_and_keeps_newest_writes() {
         before[0]
     );
 }
+
+#[test]
+fn wal_left_behind_by_a_crash_after_flush_is_not_replayed_twice() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let clock = Arc::new(ManualClock::new(T0 + 3600));
+    let store = Store::open(dir.path(), opts(&clock)).expect("open");
+    let mut sk = DDSketch::new();
+    sk.insert(2.0);
+    store
+        .append_sketches(
+            1,
+            &[SketchWrite {
+                name: "dist".into(),
+                tags: vec![],
+                host: String::new(),
+                points: vec![(T0, sk)],
+            }],
+        )
+        .expect("sketch");
+    // Save the WAL as it was before the flush deletes it.
+    let wal_dir = dir.path().join("wal");
+    let saved: Vec<(PathBuf, Vec<u8>)> = all_files(&wal_dir)
+        .into_iter()
+        .map(|p| {
+            let d = std::fs::read(&p).expect("read");
+            (p, d)
+        })
+        .collect();
+    store.flush().expect("flush");
+    drop(store);
+    // "Crash" between writing the segment and deleting the WAL: put the old WAL back.
+    for (p, d) in &saved {
+        if !p.exists() {
+            std::fs::write(p, d).expect("restore wal");
+        }
+    }
+    let store = Store::open(dir.path(), opts(&clock)).expect("reopen");
+    let id = store.find_series(1, "dist", &TagFilter::All)[0].id;
+    let got = store.read_sketches(1, id, T0, T0).expect("read");
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].1.count(), 1, "sketch merged twice after WAL replay");
+    assert!(
+        saved.iter().all(|(p, _)| !p.exists()),
+        "covered WAL not deleted"
+    );
+}
