@@ -41,6 +41,21 @@ pub(crate) struct Timer {
 }
 
 impl Timer {
+    /// Read the clock now (before work whose cost grows with the input, e.g. a regex over a
+    /// long string), instead of waiting for the 16th check.
+    pub(crate) fn check_now(&mut self) -> Result<(), Timeout> {
+        if self.expired {
+            return Err(Timeout);
+        }
+        if let Some(d) = self.deadline {
+            if Instant::now() >= d {
+                self.expired = true;
+                return Err(Timeout);
+            }
+        }
+        Ok(())
+    }
+
     pub(crate) fn new(start: Instant, budget_us: u64) -> Timer {
         let deadline = start.checked_add(Duration::from_micros(budget_us));
         Timer {
@@ -138,6 +153,9 @@ fn path_excluded(path: &[Seg<'_>], excl: Excl<'_>) -> bool {
 }
 
 const MAX_DEPTH: usize = 64;
+
+/// Strings longer than this get a clock check before they are matched.
+const LONG_STRING: usize = 2048;
 
 /// Visit leaves (values or keys) below `v`; `f` returns true to stop.
 pub(crate) fn walk<'v>(
@@ -463,7 +481,10 @@ fn eval_condition(
                 let mut timed_out = false;
                 walk(root, &mut path, t.source, excl, 0, &mut |leaf, p| {
                     count += 1;
-                    if count % 64 == 0 && timer.check().is_err() {
+                    let long = matches!(leaf, Leaf::Str(s) if s.len() > LONG_STRING);
+                    if (long && timer.check_now().is_err())
+                        || (count % 64 == 0 && timer.check().is_err())
+                    {
                         timed_out = true;
                         return true;
                     }
