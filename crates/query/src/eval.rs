@@ -298,7 +298,13 @@ impl Evaluator<'_> {
             ExprKind::Binary { op, lhs, rhs } => {
                 let l = self.eval(lhs, grid)?;
                 let r = self.eval(rhs, grid)?;
-                Ok(binary(*op, l, r, paren(lhs), paren(rhs)))
+                Ok(binary(
+                    *op,
+                    l,
+                    r,
+                    paren(lhs, *op, false),
+                    paren(rhs, *op, true),
+                ))
             }
             ExprKind::Call {
                 name,
@@ -598,9 +604,22 @@ fn fill(values: &mut [Option<f64>], method: FillMethod, limit: i64, step: i64) {
     }
 }
 
-/// Whether a child's text needs parentheses inside a binary expression.
-fn paren(e: &Expr) -> bool {
-    matches!(e.kind, ExprKind::Binary { .. } | ExprKind::Neg(_))
+/// Whether a child's text needs parentheses inside a binary expression with operator `parent`.
+fn paren(e: &Expr, parent: BinOp, rhs: bool) -> bool {
+    let prec = |op: BinOp| {
+        if matches!(op, BinOp::Add | BinOp::Sub) {
+            1
+        } else {
+            2
+        }
+    };
+    match e.kind {
+        ExprKind::Binary { op, .. } => {
+            prec(op) < prec(parent)
+                || (rhs && prec(op) == prec(parent) && matches!(parent, BinOp::Sub | BinOp::Div))
+        }
+        _ => false,
+    }
 }
 
 fn wrap(s: &str, p: bool) -> String {
