@@ -5,7 +5,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod agent_api_common;
-#[allow(unreachable_pub)] // shared helper module written with `pub` items
 mod support;
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};

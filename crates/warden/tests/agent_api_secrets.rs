@@ -10,7 +10,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod agent_api_common;
-#[allow(unreachable_pub)] // shared helper module written with `pub` items
 mod support;
 
 use std::path::Path;
