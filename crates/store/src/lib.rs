@@ -550,6 +550,8 @@ struct Commit {
     wal: Option<WalWriter>,
     /// WAL files whose content is (or is being) flushed; deleted after a successful flush.
     old_wals: Vec<PathBuf>,
+    /// A flush is swapping the WAL: no new leader may start.
+    rotating: bool,
 }
 
 #[derive(Default)]
@@ -922,7 +924,7 @@ impl Inner {
             if self.poisoned.load(Ordering::SeqCst) {
                 return Err(StoreError::Poisoned);
             }
-            if c.leader {
+            if c.leader || c.rotating {
                 c = self.commit_cv.wait(c).unwrap_or_else(|p| p.into_inner());
                 continue;
             }
@@ -1078,20 +1080,21 @@ impl Inner {
     // -------------------------------------------------------------- flush
 
     fn flush_locked(&self) -> Result<(), StoreError> {
+        if rlock(&self.head).is_empty() && rlock(&self.index).dirty.is_empty() {
+            return Ok(());
+        }
+        // Create (and fsync) the next WAL before stopping writers; only the swap is exclusive.
+        let id = self.file_id();
+        let keyring = rlock(&self.keyring).clone();
+        let new_wal = WalWriter::create(self.wal_dir.join(format!("{id:016x}.wal")), id, &keyring)?;
         let (frozen, defs, old_wals) = {
             let mut c = lock(&self.commit);
+            // Keep new leaders from starting (under steady load there is always one), then
+            // wait for the running one.
+            c.rotating = true;
             while c.leader {
                 c = self.commit_cv.wait(c).unwrap_or_else(|p| p.into_inner());
             }
-            let head_empty = rlock(&self.head).is_empty();
-            let dirty_empty = rlock(&self.index).dirty.is_empty();
-            if head_empty && dirty_empty {
-                return Ok(());
-            }
-            let id = self.file_id();
-            let keyring = rlock(&self.keyring).clone();
-            let new_wal =
-                WalWriter::create(self.wal_dir.join(format!("{id:016x}.wal")), id, &keyring)?;
             if let Some(old) = c.wal.replace(new_wal) {
                 c.old_wals.push(old.path.clone());
             }
@@ -1099,6 +1102,8 @@ impl Inner {
             let defs = std::mem::take(&mut wlock(&self.index).dirty);
             let h = Arc::new(std::mem::take(&mut *wlock(&self.head)));
             *wlock(&self.frozen) = Some(h.clone());
+            c.rotating = false;
+            self.commit_cv.notify_all();
             (h, defs, old_wals)
         };
         let wal_ids: Vec<u64> = old_wals.iter().filter_map(|p| wal_id(p)).collect();
@@ -1665,6 +1670,7 @@ impl Store {
                 done: 0,
                 wal: Some(wal),
                 old_wals: wal_files,
+                rotating: false,
             }),
             commit_cv: Condvar::new(),
             maint: Mutex::new(()),
