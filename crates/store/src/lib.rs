@@ -23,7 +23,8 @@
 //!
 //! [`Store::flush`] (run by the background thread when the head is large or old) rotates the
 //! WAL, writes new series definitions to an index file and the head to compressed, encrypted
-//! segments, then deletes the old WAL files.
+//! segments, then deletes the old WAL files. Raw segments of the same 2-hour window are later
+//! merged by compaction ([`Store::compact`], and in the background once a window is complete).
 //!
 //! # Reads
 //!
@@ -35,6 +36,18 @@
 //!
 //! Every series belongs to an org (`u64`); every read takes the org and returns nothing (or
 //! [`StoreError::NotFound`]) for another org's series ids.
+//!
+//! # API summary
+//!
+//! ```text
+//! Store::open(dir, StoreOptions) -> Result<Store>
+//! append(org, &[SeriesWrite]) / append_sketches(org, &[SketchWrite])   // durable on Ok
+//! find_series(org, metric, &TagFilter) -> Vec<SeriesMeta>;  series(org, id);  list_metrics(org)
+//! read(org, id, from, to) -> Vec<Point>;  read_rollup(..) -> Vec<RollupPoint>
+//! read_sketches(..) -> Vec<(i64, DDSketch)>
+//! flush();  compact();  enforce_retention() -> RetentionReport
+//! rotate_master(Option<MasterKeySource>) -> new version;  stats() -> StoreStats;  close()
+//! ```
 //!
 //! # Thread safety
 //!
