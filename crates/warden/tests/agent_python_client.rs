@@ -170,6 +170,19 @@ fn python_dogstatsd_client_values_arrive_exactly_aggregated() {
     assert_eq!(sc["status"], 2);
     assert_eq!(sc["message"], "db unreachable");
     assert_eq!(sc["host_name"], "e2e-host");
+    let sc_ts = sc["timestamp"].as_i64().unwrap();
+    assert!(
+        (ts..ts + 60).contains(&sc_ts),
+        "service check stamped on receipt: {sc_ts} vs bucket {ts}"
+    );
+    let mut sc_tags: Vec<&str> = sc["tags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap())
+        .collect();
+    sc_tags.sort_unstable();
+    assert_eq!(sc_tags, ["team:core", "test:e2e"]);
 
     // The API key travels as DD-API-KEY on every request, payloads compressed with zstd.
     for r in state.requests.iter().filter(|r| r.status < 300) {

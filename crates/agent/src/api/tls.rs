@@ -7,6 +7,7 @@
 //! certificate and nothing else. A process squatting on the API port cannot present it, so the
 //! CLI never sends it the bearer token.
 
+use rustls::pki_types::pem::PemObject;
 use std::sync::Arc;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -52,7 +53,7 @@ pub(crate) fn generate() -> Result<LocalCert, ApiError> {
 
 /// Client TLS configuration that accepts only the certificate in `pem`.
 pub fn pinned_client_config(pem: &str) -> Result<rustls::ClientConfig, ApiError> {
-    let der = rustls_pemfile::certs(&mut pem.as_bytes())
+    let der = rustls::pki_types::CertificateDer::pem_slice_iter(pem.as_bytes())
         .next()
         .ok_or(ApiError::BadPin("no certificate in the PEM"))?
         .map_err(|_| ApiError::BadPin("unreadable PEM"))?;

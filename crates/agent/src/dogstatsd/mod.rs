@@ -136,6 +136,7 @@ impl DogstatsdServer {
             eol_udp: cfg.dogstatsd_eol_required.iter().any(|t| t == "udp"),
             eol_uds: cfg.dogstatsd_eol_required.iter().any(|t| t == "uds"),
             hostname: cfg.hostname.clone(),
+            extra_tags: cfg.dogstatsd_tags.clone(),
             flush_every: Duration::from_secs(cfg.flush_interval.max(1)),
         };
         threads.push(
@@ -238,6 +239,8 @@ struct Worker {
     eol_udp: bool,
     eol_uds: bool,
     hostname: String,
+    /// `dogstatsd_tags`, added to events and service checks too.
+    extra_tags: Vec<String>,
     flush_every: Duration,
 }
 
@@ -311,11 +314,16 @@ impl Worker {
                         ok += 1;
                     }
                     Ok(Message::Event(e)) => {
-                        events.push(event_to_model(&e, &self.hostname));
+                        events.push(e.to_model(&self.hostname, &self.extra_tags));
                         ok += 1;
                     }
                     Ok(Message::ServiceCheck(c)) => {
-                        checks.push(check_to_model(&c, &self.hostname));
+                        let mut check = c.to_model(&self.hostname, &self.extra_tags);
+                        if check.timestamp == 0 {
+                            // Like the Datadog agent: stamped when received.
+                            check.timestamp = now;
+                        }
+                        checks.push(check);
                         ok += 1;
                     }
                     Err(e) => {
@@ -361,51 +369,5 @@ impl Worker {
                 return;
             }
         }
-    }
-}
-
-fn tags_of(tags: &warden_dogstatsd::Tags<'_>) -> (Option<String>, Vec<String>) {
-    (
-        tags.host().map(str::to_owned),
-        tags.user_tags().map(str::to_owned).collect(),
-    )
-}
-
-/// Host precedence: `h:` field, then a `host:` tag, then the agent's host name.
-fn event_to_model(e: &warden_dogstatsd::Event<'_>, hostname: &str) -> warden_model::Event {
-    let (host_tag, tags) = tags_of(&e.tags);
-    warden_model::Event {
-        title: e.title.to_string(),
-        text: e.text.to_string(),
-        timestamp: e.timestamp,
-        host: e
-            .hostname
-            .map(str::to_owned)
-            .or(host_tag)
-            .unwrap_or_else(|| hostname.to_owned()),
-        aggregation_key: e.aggregation_key.map(str::to_owned),
-        priority: e.priority,
-        source_type_name: e.source_type_name.map(str::to_owned),
-        alert_type: e.alert_type,
-        tags,
-    }
-}
-
-fn check_to_model(
-    c: &warden_dogstatsd::ServiceCheck<'_>,
-    hostname: &str,
-) -> warden_model::ServiceCheck {
-    let (host_tag, tags) = tags_of(&c.tags);
-    warden_model::ServiceCheck {
-        name: c.name.to_owned(),
-        status: c.status,
-        host: c
-            .hostname
-            .map(str::to_owned)
-            .or(host_tag)
-            .unwrap_or_else(|| hostname.to_owned()),
-        timestamp: c.timestamp.unwrap_or_else(unix_now),
-        tags,
-        message: c.message.map(str::to_owned),
     }
 }

@@ -9,6 +9,9 @@
 //! at every start.
 
 use std::io::BufReader;
+
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -49,10 +52,10 @@ fn load_roots(path: &Path, roots: &mut rustls::RootCertStore) -> Result<usize, F
         source,
     })?;
     let mut added = 0;
-    for cert in rustls_pemfile::certs(&mut BufReader::new(file)) {
-        let cert = cert.map_err(|source| ForwarderError::CaFile {
+    for cert in CertificateDer::pem_reader_iter(BufReader::new(file)) {
+        let cert = cert.map_err(|e| ForwarderError::CaFile {
             path: path.to_owned(),
-            source,
+            source: std::io::Error::other(e.to_string()),
         })?;
         // Skip individual unusable certificates in a system bundle, like every TLS stack does.
         if roots.add(cert).is_ok() {
