@@ -52,6 +52,9 @@ pub const STEP_LADDER: &[i64] = &[
     604_800,
 ];
 
+/// Latest accepted timestamp (seconds; year ~5138). Bounds keep all grid arithmetic in range.
+pub const MAX_TIME: i64 = 100_000_000_000;
+
 /// Knobs of an evaluation.
 #[derive(Clone, Debug, PartialEq)]
 pub struct EvalOptions {
@@ -138,6 +141,12 @@ pub fn grid_for(
     to: i64,
     opts: &EvalOptions,
 ) -> Result<Grid, QueryError> {
+    if !(0..=MAX_TIME).contains(&from) || !(0..=MAX_TIME).contains(&to) {
+        return Err(QueryError::new(
+            format!("time range {from}..{to} is out of bounds (UNIX seconds, 0..={MAX_TIME})"),
+            0,
+        ));
+    }
     if to < from {
         return Err(QueryError::new(
             format!("'to' ({to}) is before 'from' ({from})"),
@@ -689,8 +698,10 @@ fn binary(op: BinOp, l: Val, r: Val, lp: bool, rp: bool) -> Val {
             } else if ls.len() == 1 {
                 pairs.extend(rs.iter().map(|r| (&ls[0], r, r.tag_set.clone())));
             } else {
+                let by_tags: HashMap<&Vec<String>, &ResultSeries> =
+                    rs.iter().map(|r| (&r.tag_set, r)).collect();
                 for l in &ls {
-                    if let Some(r) = rs.iter().find(|r| r.tag_set == l.tag_set) {
+                    if let Some(r) = by_tags.get(&l.tag_set) {
                         pairs.push((l, r, l.tag_set.clone()));
                     }
                 }

@@ -14,6 +14,7 @@
 pub mod ast;
 pub mod error;
 pub mod eval;
+pub mod monitor;
 pub mod parser;
 pub mod render;
 pub mod response;
@@ -25,6 +26,7 @@ pub use ast::{
 };
 pub use error::QueryError;
 pub use eval::{EvalOptions, Evaluation, Grid, ResultSeries, evaluate, evaluate_on, grid_for};
+pub use monitor::{MonitorGroup, evaluate_monitor, parse_time};
 pub use parser::{
     Comparator, MonitorQuery, parse, parse_formula, parse_list, parse_monitor, parse_prefix,
 };

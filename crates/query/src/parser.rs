@@ -481,22 +481,25 @@ impl<'a> Parser<'a> {
             modifier: None,
             fill: None,
         };
+        // `by {..}` and `.modifier()`s, in any order (Datadog writes `by` first, but people
+        // also write `.rollup(avg, 60) by {host}`).
         let mut end = self.pos;
-        self.ws();
-        if self.eat_str("by") && !self.peek().is_some_and(is_word_char) {
-            q.group_by = self.group_by()?;
-            end = self.pos;
-        } else {
-            self.pos = end;
-        }
+        let mut seen_by = false;
         loop {
             self.ws();
-            if self.peek() != Some(b'.') {
+            let at = self.pos;
+            if self.eat_str("by") && !self.peek().is_some_and(is_word_char) {
+                if seen_by {
+                    return Err(QueryError::new("duplicate 'by' clause", at));
+                }
+                seen_by = true;
+                q.group_by = self.group_by()?;
+            } else if self.eat(b'.') {
+                self.modifier(&mut q)?;
+            } else {
                 self.pos = end;
                 break;
             }
-            self.pos += 1;
-            self.modifier(&mut q)?;
             end = self.pos;
         }
         Ok(Expr {

@@ -670,3 +670,85 @@ fn functions_on_series() {
     );
     assert_eq!(s.len(), 2);
 }
+
+#[test]
+fn monitor_queries_reduce_and_compare() {
+    use warden_query::{evaluate_monitor, parse_monitor};
+    let mut ds = MemorySource::new();
+    let now = T + 300;
+    ds.add(
+        "cpu",
+        "a",
+        &[],
+        MetricKind::Gauge,
+        10,
+        &[(now - 200, 95.0), (now - 100, 85.0), (now - 10, 99.0)],
+    );
+    ds.add(
+        "cpu",
+        "b",
+        &[],
+        MetricKind::Gauge,
+        10,
+        &[(now - 200, 10.0), (now - 100, 20.0)],
+    );
+    ds.add(
+        "cpu",
+        "c",
+        &[],
+        MetricKind::Gauge,
+        10,
+        &[(now - 1000, 100.0)],
+    );
+    let groups = |q: &str| {
+        let m = parse_monitor(q).unwrap_or_else(|e| panic!("{q}: {e}"));
+        evaluate_monitor(&ds, &m, now, &EvalOptions::default())
+            .expect("eval")
+            .into_iter()
+            .map(|g| (g.tag_set.join(","), g.value, g.triggered))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        groups("avg(last_5m):avg:cpu{*} by {host} > 90"),
+        vec![
+            ("host:a".into(), Some(93.0), true),
+            ("host:b".into(), Some(15.0), false)
+        ]
+    );
+    assert_eq!(
+        groups("max(last_5m):max:cpu{*} >= 99"),
+        vec![(String::new(), Some(99.0), true)]
+    );
+    assert_eq!(
+        groups("last(last_5m):avg:cpu{host:b} < 20"),
+        vec![("".into(), Some(20.0), false)]
+    );
+    assert_eq!(
+        groups("change(last_5m):avg:cpu{host:a} == 4"),
+        vec![("".into(), Some(4.0), true)]
+    );
+    assert_eq!(
+        groups("sum(last_5m):avg:cpu{host:b} != 30"),
+        vec![("".into(), Some(30.0), false)]
+    );
+}
+
+#[test]
+fn relative_times_and_bounds() {
+    use warden_query::parse_time;
+    assert_eq!(parse_time("now", T), Ok(T));
+    assert_eq!(parse_time("-1h", T), Ok(T - 3600));
+    assert_eq!(parse_time("-15m", T), Ok(T - 900));
+    assert_eq!(parse_time("-2d", T), Ok(T - 172_800));
+    assert_eq!(parse_time("1700000000", T), Ok(1_700_000_000));
+    assert_eq!(parse_time("-1y", T).expect_err("unit").position, 2);
+    assert!(parse_time("yesterday", T).is_err());
+    assert!(parse_time("-99999999999999999h", T).is_err());
+    let ds = cpu();
+    let e = parse("avg:cpu{*}").expect("parse");
+    for (from, to) in [(-5, 10), (0, i64::MAX), (i64::MIN, 0)] {
+        let err = evaluate(&ds, &e, from, to, &EvalOptions::default(), &HashMap::new())
+            .expect_err("bounds");
+        assert!(err.message.contains("out of bounds"), "{err}");
+    }
+}

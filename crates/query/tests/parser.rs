@@ -472,6 +472,11 @@ fn rejections_point_at_the_problem() {
             "number too large",
         ),
         ("abs(1)", 4, "needs a metric query"),
+        (
+            "avg:m{*} by {a}.as_count() by {b}",
+            28,
+            "duplicate 'by' clause",
+        ),
     ];
     assert!(table.len() >= 20);
     for (s, pos, frag) in table {
