@@ -474,7 +474,7 @@ fn rejections_point_at_the_problem() {
         ("abs(1)", 4, "needs a metric query"),
         (
             "avg:m{*} by {a}.as_count() by {b}",
-            28,
+            27,
             "duplicate 'by' clause",
         ),
     ];
