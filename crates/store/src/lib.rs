@@ -1113,8 +1113,12 @@ impl Inner {
             }
             let old_wals = c.old_wals.clone();
             let defs = std::mem::take(&mut wlock(&self.index).dirty);
+            // Lock order everywhere: frozen → segs → head (readers hold `frozen` throughout, so
+            // they see the data exactly once: in the head, the frozen head or a segment).
+            let mut fz = wlock(&self.frozen);
             let h = Arc::new(std::mem::take(&mut *wlock(&self.head)));
-            *wlock(&self.frozen) = Some(h.clone());
+            *fz = Some(h.clone());
+            drop(fz);
             c.rotating = false;
             self.commit_cv.notify_all();
             (h, defs, old_wals)
@@ -1122,7 +1126,6 @@ impl Inner {
         let wal_ids: Vec<u64> = old_wals.iter().filter_map(|p| wal_id(p)).collect();
         match self.write_flush(&frozen, &defs, &wal_ids) {
             Ok(()) => {
-                *wlock(&self.frozen) = None;
                 {
                     let mut c = lock(&self.commit);
                     c.old_wals.retain(|p| !old_wals.contains(p));
@@ -1139,8 +1142,9 @@ impl Inner {
             }
             Err(e) => {
                 // Hand the data back to the head; the old WAL files stay until a flush succeeds.
+                let mut fz = wlock(&self.frozen);
                 let mut head = wlock(&self.head);
-                let f = wlock(&self.frozen).take();
+                let f = fz.take();
                 if let Some(f) = f {
                     let older = Arc::try_unwrap(f).unwrap_or_else(|a| Head {
                         points: a.points.clone(),
@@ -1151,6 +1155,7 @@ impl Inner {
                     head.prepend(older);
                 }
                 drop(head);
+                drop(fz);
                 wlock(&self.index).dirty.extend(defs);
                 Err(e)
             }
@@ -1207,7 +1212,10 @@ impl Inner {
             }
             new_segs.push(self.write_segment(Kind::SketchRaw, rows.into_iter().map(Ok), wals)?);
         }
+        // Publish the segments and retire the frozen head in one step for readers.
+        let mut fz = wlock(&self.frozen);
         wlock(&self.segs).extend(new_segs);
+        *fz = None;
         Ok(())
     }
 
@@ -1224,14 +1232,14 @@ impl Inner {
     }
 
     fn raw_points(&self, id: u64, from: i64, to: i64) -> Result<Vec<(i64, f64)>, StoreError> {
+        let frozen = rlock(&self.frozen);
         let mut out = Vec::new();
         for s in self.segments_of(Kind::Raw, from, to) {
             if let Some(Rows::Raw(v)) = s.rows(id, from, to)? {
                 out.extend(v.into_iter().filter(|p| p.0 >= from && p.0 <= to));
             }
         }
-        let frozen = rlock(&self.frozen).clone();
-        if let Some(f) = frozen
+        if let Some(f) = frozen.as_ref()
             && let Some(v) = f.points.get(&id)
         {
             out.extend(v.iter().filter(|p| p.0 >= from && p.0 <= to));
@@ -1261,6 +1269,7 @@ impl Inner {
         to: i64,
         head: bool,
     ) -> Result<Vec<(i64, DDSketch)>, StoreError> {
+        let frozen = rlock(&self.frozen);
         let mut out = Vec::new();
         for &k in kinds {
             for s in self.segments_of(k, from, to) {
@@ -1270,8 +1279,7 @@ impl Inner {
             }
         }
         if head {
-            let frozen = rlock(&self.frozen).clone();
-            if let Some(f) = frozen
+            if let Some(f) = frozen.as_ref()
                 && let Some(v) = f.sketches.get(&id)
             {
                 out.extend(v.iter().filter(|p| p.0 >= from && p.0 <= to).cloned());
@@ -1993,9 +2001,10 @@ impl Store {
     /// Counters and sizes.
     pub fn stats(&self) -> StoreStats {
         let inner = &self.inner;
+        // Same lock order as everywhere: frozen → segs → head.
+        let frozen = rlock(&inner.frozen);
         let segs = rlock(&inner.segs);
-        let head_points =
-            rlock(&inner.head).n as u64 + rlock(&inner.frozen).as_ref().map_or(0, |f| f.n as u64);
+        let head_points = rlock(&inner.head).n as u64 + frozen.as_ref().map_or(0, |f| f.n as u64);
         StoreStats {
             series: rlock(&inner.index).series.len() as u64,
             points: head_points

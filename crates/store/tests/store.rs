@@ -745,3 +745,89 @@ fn wal_left_behind_by_a_crash_after_flush_is_not_replayed_twice() {
         "covered WAL not deleted"
     );
 }
+
+#[test]
+fn reads_during_flushes_see_every_point_exactly_once() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let dir = tempfile::tempdir().expect("tmp");
+    let clock = Arc::new(ManualClock::new(T0 + 3600));
+    let store = Arc::new(
+        Store::open(
+            dir.path(),
+            StoreOptions {
+                fsync: FsyncPolicy::Never,
+                ..opts(&clock)
+            },
+        )
+        .expect("open"),
+    );
+    let acked = Arc::new(AtomicUsize::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let write = |i: usize| {
+        let mut sk = DDSketch::new();
+        sk.insert(i as f64);
+        (
+            gauge("p", &[], "", &[(T0 + i as i64, i as f64)]),
+            SketchWrite {
+                name: "s".into(),
+                tags: vec![],
+                host: String::new(),
+                points: vec![(T0 + i as i64, sk)],
+            },
+        )
+    };
+    let (g, s) = write(0);
+    store.append(1, &[g]).expect("first");
+    store.append_sketches(1, &[s]).expect("first sketch");
+    acked.store(1, Ordering::SeqCst);
+    let pid = store.find_series(1, "p", &TagFilter::All)[0].id;
+    let sid = store.find_series(1, "s", &TagFilter::All)[0].id;
+    let writer = {
+        let (store, acked) = (store.clone(), acked.clone());
+        std::thread::spawn(move || {
+            for i in 1..600 {
+                let (g, s) = write(i);
+                store.append(1, &[g]).expect("append");
+                store.append_sketches(1, &[s]).expect("sketch");
+                acked.store(i + 1, Ordering::SeqCst);
+                // Spread the writes so many flushes interleave with them.
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        })
+    };
+    let flusher = {
+        let (store, stop) = (store.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                store.flush().expect("flush");
+            }
+        })
+    };
+    let mut reads = 0;
+    while !writer.is_finished() || reads < 50 {
+        let before = acked.load(Ordering::SeqCst);
+        let pts = store.read(1, pid, T0, T0 + 10_000).expect("read");
+        let sks = store
+            .read_sketches(1, sid, T0, T0 + 10_000)
+            .expect("sketches");
+        assert!(pts.len() >= before, "lost points: {} < {before}", pts.len());
+        assert!(
+            sks.len() >= before,
+            "lost sketches: {} < {before}",
+            sks.len()
+        );
+        for (t, sk) in &sks {
+            assert_eq!(sk.count(), 1, "sketch at {t} counted {} times", sk.count());
+        }
+        reads += 1;
+    }
+    writer.join().expect("writer");
+    stop.store(true, Ordering::SeqCst);
+    flusher.join().expect("flusher");
+    assert_eq!(
+        store.read(1, pid, T0, T0 + 10_000).expect("read").len(),
+        600
+    );
+    let segs = store.stats().segments;
+    assert!(segs > 4, "only {segs} segments: flushes did not interleave");
+}
