@@ -134,12 +134,33 @@ pub struct Evaluation {
     pub series: Vec<ResultSeries>,
 }
 
-/// The grid an expression over `[from, to]` will use.
+/// The grid expressions over `[from, to]` will use. An automatic step is never finer than the
+/// longest submission interval of the series involved (10 s DogStatsD data over 5 minutes gets
+/// 10 s buckets, not 1 s buckets that are mostly empty and never line up across hosts).
 pub fn grid_for(
+    ds: &dyn DataSource,
     exprs: &[&Expr],
     from: i64,
     to: i64,
     opts: &EvalOptions,
+) -> Result<Grid, QueryError> {
+    let native = exprs
+        .iter()
+        .flat_map(|e| e.queries())
+        .flat_map(|q| ds.find_series(&q.metric, &q.filter))
+        .map(|r| r.interval)
+        .max()
+        .unwrap_or(0);
+    grid_with(exprs, from, to, opts, native)
+}
+
+/// [`grid_for`] with the native interval given instead of looked up.
+pub fn grid_with(
+    exprs: &[&Expr],
+    from: i64,
+    to: i64,
+    opts: &EvalOptions,
+    native_interval: i64,
 ) -> Result<Grid, QueryError> {
     if !(0..=MAX_TIME).contains(&from) || !(0..=MAX_TIME).contains(&to) {
         return Err(QueryError::new(
@@ -164,7 +185,14 @@ pub fn grid_for(
     let mut step = match explicit {
         Some(s) if ceil_div(range, s) <= max_points => s,
         Some(s) => ladder_step(range, max_points).max(s),
-        None => ladder_step(range, AUTO_POINTS),
+        None => {
+            let floor = STEP_LADDER
+                .iter()
+                .copied()
+                .find(|s| *s >= native_interval)
+                .unwrap_or(1);
+            ladder_step(range, AUTO_POINTS).max(floor)
+        }
     };
     if rollup_mode(from, opts) {
         step = ceil_div(step.max(60), 60) * 60;
@@ -208,7 +236,7 @@ pub fn evaluate(
 ) -> Result<Evaluation, QueryError> {
     let mut all: Vec<&Expr> = vec![expr];
     all.extend(refs.values());
-    let grid = grid_for(&all, from, to, opts)?;
+    let grid = grid_for(ds, &all, from, to, opts)?;
     let series = evaluate_on(ds, expr, grid, opts, refs)?;
     Ok(Evaluation { grid, series })
 }

@@ -25,7 +25,9 @@ pub use ast::{
     SpaceAgg, Span, TimeAgg, TypeModifier, glob,
 };
 pub use error::QueryError;
-pub use eval::{EvalOptions, Evaluation, Grid, ResultSeries, evaluate, evaluate_on, grid_for};
+pub use eval::{
+    EvalOptions, Evaluation, Grid, ResultSeries, evaluate, evaluate_on, grid_for, grid_with,
+};
 pub use monitor::{MonitorGroup, evaluate_monitor, parse_time};
 pub use parser::{
     Comparator, MonitorQuery, parse, parse_formula, parse_list, parse_monitor, parse_prefix,

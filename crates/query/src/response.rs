@@ -27,7 +27,7 @@ pub fn run_v1(
 ) -> Result<Value, QueryError> {
     let exprs = parse_list(query)?;
     let all: Vec<&Expr> = exprs.iter().collect();
-    let grid = grid_for(&all, from_s, to_s, opts)?;
+    let grid = grid_for(ds, &all, from_s, to_s, opts)?;
     let mut group_by: Vec<String> = Vec::new();
     for q in exprs.iter().flat_map(|e| e.queries()) {
         for g in &q.group_by {
@@ -221,7 +221,7 @@ pub fn run_v2(
         ..opts.clone()
     };
     let (from_s, to_s) = (from.div_euclid(1000), to.div_euclid(1000));
-    let grid = grid_for(&all, from_s, to_s, &vopts)?;
+    let grid = grid_for(ds, &all, from_s, to_s, &vopts)?;
     let mut out: Vec<(usize, ResultSeries)> = Vec::new();
     if formulas.is_empty() {
         for (i, (name, e)) in named.iter().enumerate() {

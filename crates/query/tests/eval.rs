@@ -752,3 +752,47 @@ fn relative_times_and_bounds() {
         assert!(err.message.contains("out of bounds"), "{err}");
     }
 }
+
+#[test]
+fn auto_step_is_not_finer_than_the_data() {
+    let mut ds = MemorySource::new();
+    ds.add(
+        "m",
+        "a",
+        &[],
+        MetricKind::Gauge,
+        10,
+        &[(T, 1.0), (T + 10, 2.0)],
+    );
+    ds.add("m", "b", &[], MetricKind::Gauge, 15, &[(T + 5, 3.0)]);
+    let e = parse("avg:m{*}").expect("parse");
+    let ev = evaluate(
+        &ds,
+        &e,
+        T,
+        T + 300,
+        &EvalOptions::default(),
+        &HashMap::new(),
+    )
+    .expect("eval");
+    // 300 s / 300 points would be 1 s; the 15 s series lifts it to the 20 s ladder step.
+    assert_eq!((ev.grid.step, ev.grid.len), (20, 15));
+    // Time aggregation per host first (a: 1.5, b: 3), then the space average.
+    assert_eq!(
+        ev.series[0].values[0],
+        Some(2.25),
+        "hosts a and b share bucket 0"
+    );
+    // An explicit rollup is honoured even if finer.
+    let e = parse("avg:m{*}.rollup(avg, 5)").expect("parse");
+    let ev = evaluate(
+        &ds,
+        &e,
+        T,
+        T + 300,
+        &EvalOptions::default(),
+        &HashMap::new(),
+    )
+    .expect("eval");
+    assert_eq!(ev.grid.step, 5);
+}

@@ -32,6 +32,85 @@ fn check_no_panic(s: &str) {
     }
 }
 
+fn metric_query() -> impl Strategy<Value = String> {
+    (
+        prop::sample::select(vec!["avg", "sum", "min", "max", "count", "p50", "p99"]),
+        prop::sample::select(vec!["m", "n", "missing"]),
+        prop::sample::select(vec![
+            "*",
+            "env:prod",
+            "!env:prod",
+            "env:prod,k",
+            "env:p*",
+            "*rod",
+            "env IN (prod, dev)",
+            "env:prod OR NOT k",
+            "(env:dev OR k) AND NOT host:b",
+        ]),
+        prop::sample::select(vec!["", " by {host}", " by {env,host}", " by {}"]),
+        prop::sample::select(vec![
+            "",
+            ".rollup(sum, 60)",
+            ".rollup(max)",
+            ".as_count()",
+            ".as_rate()",
+            ".fill(zero)",
+            ".fill(linear, 30).rollup(avg, 10)",
+            ".rollup(count, 1)",
+        ]),
+    )
+        .prop_map(|(a, m, f, b, md)| format!("{a}:{m}{{{f}}}{b}{md}"))
+}
+
+fn valid_query() -> impl Strategy<Value = String> {
+    metric_query().prop_recursive(3, 12, 3, |inner| {
+        prop_oneof![
+            (
+                inner.clone(),
+                prop::sample::select(vec!["+", "-", "*", "/"]),
+                inner.clone()
+            )
+                .prop_map(|(a, op, b)| format!("({a}) {op} {b}")),
+            (inner.clone(), -5.0f64..5.0).prop_map(|(a, n)| format!("{a} * {n:.2}")),
+            (
+                prop::sample::select(vec![
+                    "abs",
+                    "log2",
+                    "log10",
+                    "cumsum",
+                    "integral",
+                    "per_second",
+                    "per_hour",
+                    "dt",
+                    "diff",
+                    "monotonic_diff",
+                    "derivative",
+                    "hour_before",
+                    "default_zero",
+                    "count_nonzero",
+                    "count_not_null",
+                    "exclude_null",
+                    "ewma_3",
+                    "median_5",
+                    "top5_max",
+                    "bottom10",
+                ]),
+                inner.clone()
+            )
+                .prop_map(|(f, a)| format!("{f}({a})")),
+            (
+                inner.clone(),
+                1usize..4,
+                prop::sample::select(vec!["mean", "area", "l2norm", "last"])
+            )
+                .prop_map(|(a, n, m)| format!("top({a}, {n}, '{m}', 'asc')")),
+            (inner.clone(), -100i64..100).prop_map(|(a, n)| format!("timeshift({a}, {n})")),
+            (inner, -3.0f64..3.0)
+                .prop_map(|(a, n)| format!("clamp_max(cutoff_min({a}, {n:.1}), 2)")),
+        ]
+    })
+}
+
 fn small_source() -> MemorySource {
     let mut ds = MemorySource::new();
     ds.add(
@@ -63,6 +142,22 @@ proptest! {
         // Whatever parses also evaluates without panicking.
         if let Ok(e) = parse(&s) {
             let _ = evaluate(&small_source(), &e, T, T + 60, &EvalOptions::default(), &HashMap::new());
+        }
+    }
+
+    #[test]
+    fn generated_valid_queries_parse_and_evaluate(q in valid_query(), span in 1i64..100_000) {
+        let e = parse(&q).map_err(|e| TestCaseError::fail(format!("{q}: {e}\n{}", e.caret(&q))))?;
+        match evaluate(&small_source(), &e, T, T + span, &EvalOptions::default(), &HashMap::new()) {
+            Ok(ev) => {
+                prop_assert!(ev.grid.len as i64 <= 1500, "{}: {} buckets", q, ev.grid.len);
+                for s in &ev.series {
+                    prop_assert_eq!(s.values.len(), ev.grid.len);
+                    prop_assert!(s.values.iter().flatten().all(|v| !v.is_nan()), "{}: NaN", q);
+                }
+            }
+            // The only evaluation error for these queries: a percentile of a non-distribution.
+            Err(err) => prop_assert!(err.message.contains("distribution"), "{}: {}", q, err),
         }
     }
 
