@@ -1520,8 +1520,15 @@ fn merged_rows(segs: &[Arc<Segment>], kind: Kind, id: u64) -> Result<(u64, Rows)
 }
 
 fn background(inner: Arc<Inner>) {
-    let tick = Duration::from_secs(1);
-    let mut last_retention = Instant::now();
+    let tick = Duration::from_secs(1)
+        .min(inner.opts.retention_interval)
+        .min(inner.opts.flush_interval)
+        .max(Duration::from_millis(10));
+    let started = Instant::now();
+    // First retention pass a minute after start (or sooner if the interval is shorter), then
+    // every `retention_interval`.
+    let first = inner.opts.retention_interval.min(Duration::from_secs(60));
+    let mut last_retention: Option<Instant> = None;
     loop {
         let flush_wanted = {
             let bg = lock(&inner.bg);
@@ -1545,8 +1552,12 @@ fn background(inner: Arc<Inner>) {
                 tracing::error!(error = %e, "background compaction failed");
             }
         }
-        if last_retention.elapsed() >= inner.opts.retention_interval {
-            last_retention = Instant::now();
+        let due = match last_retention {
+            None => started.elapsed() >= first,
+            Some(t) => t.elapsed() >= inner.opts.retention_interval,
+        };
+        if due {
+            last_retention = Some(Instant::now());
             if let Err(e) = inner.enforce_retention() {
                 tracing::error!(error = %e, "retention failed");
             }

@@ -831,3 +831,42 @@ fn reads_during_flushes_see_every_point_exactly_once() {
     let segs = store.stats().segments;
     assert!(segs > 4, "only {segs} segments: flushes did not interleave");
 }
+
+#[test]
+fn background_job_flushes_and_enforces_retention() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let clock = Arc::new(ManualClock::new(T0 + 600));
+    let store = Store::open(
+        dir.path(),
+        StoreOptions {
+            background: true,
+            retention_raw: Duration::from_secs(3600),
+            retention_interval: Duration::from_millis(50),
+            flush_interval: Duration::from_millis(50),
+            ..opts(&clock)
+        },
+    )
+    .expect("open");
+    let pts: Vec<(i64, f64)> = (0..60).map(|i| (T0 + i * 10, 2.0)).collect();
+    store.append(1, &[gauge("bg", &[], "", &pts)]).expect("append");
+    let id = store.find_series(1, "bg", &TagFilter::All)[0].id;
+    // The head is flushed without anyone calling flush().
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while store.stats().segments == 0 {
+        assert!(std::time::Instant::now() < deadline, "no background flush");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Two hours later the background job turns the raw points into rollups.
+    clock.set(T0 + 2 * 3600 + 600);
+    loop {
+        let r = store.read_rollup(1, id, T0, T0 + 600).expect("rollup");
+        let raw = store.read(1, id, T0, T0 + 600).expect("read");
+        if raw.len() == 10 && r.len() == 10 {
+            assert!(r.iter().all(|p| p.count == 6 && p.sum == 12.0));
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "retention did not run");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    store.close().expect("close");
+}
