@@ -1415,26 +1415,31 @@ impl Inner {
     }
 
     /// Merges the raw (and raw sketch) segments whose first point falls in the same 2-hour
-    /// window into one segment: longer chunks compress better and reads touch fewer files.
+    /// window — rollup segments: the same day — into one segment: longer chunks compress better and reads touch fewer files.
     /// Windows are merged once complete (plus a grace period for late points), or earlier when
     /// they hold too many segments, or always when `all` is set. Crash-safe like retention: the
     /// merged segment lists the ones it consumed, and `open` deletes leftovers.
     fn compact_locked(&self, all: bool) -> Result<u64, StoreError> {
         let now = self.opts.clock.now();
         let mut merged = 0;
-        for kind in [Kind::Raw, Kind::SketchRaw] {
+        for (kind, window) in [
+            (Kind::Raw, COMPACT_WINDOW),
+            (Kind::SketchRaw, COMPACT_WINDOW),
+            (Kind::Rollup, ROLLUP_COMPACT_WINDOW),
+            (Kind::SketchRollup, ROLLUP_COMPACT_WINDOW),
+        ] {
             let mut windows: BTreeMap<i64, Vec<Arc<Segment>>> = BTreeMap::new();
             for s in rlock(&self.segs)
                 .iter()
                 .filter(|s| s.c.kind == kind && !s.chunks.is_empty())
             {
                 windows
-                    .entry(s.min_ts.div_euclid(COMPACT_WINDOW))
+                    .entry(s.min_ts.div_euclid(window))
                     .or_default()
                     .push(s.clone());
             }
             for (w, mut segs) in windows {
-                let complete = (w + 1) * COMPACT_WINDOW + COMPACT_GRACE <= now;
+                let complete = (w + 1) * window + COMPACT_GRACE <= now;
                 if segs.len() < 2 || !(all || complete || segs.len() >= COMPACT_MAX_SEGMENTS) {
                     continue;
                 }
@@ -1491,6 +1496,8 @@ impl Inner {
 
 /// Width of a compaction window (seconds).
 const COMPACT_WINDOW: i64 = 2 * 3600;
+/// Rollup segments (one per retention run, i.e. hourly) are merged per day.
+const ROLLUP_COMPACT_WINDOW: i64 = 86_400;
 /// A window is complete this long after its end.
 const COMPACT_GRACE: i64 = 600;
 /// An incomplete window is merged anyway once it has this many segments.
@@ -1499,6 +1506,15 @@ const COMPACT_MAX_SEGMENTS: usize = 8;
 /// One series' rows merged across `segs` (oldest first, so the newest write of a timestamp
 /// wins; sketches sharing a timestamp are merged).
 fn merged_rows(segs: &[Arc<Segment>], kind: Kind, id: u64) -> Result<(u64, Rows), StoreError> {
+    if kind == Kind::Rollup {
+        let mut v = Vec::new();
+        for s in segs {
+            if let Some(Rows::Rollup(r)) = s.rows(id, i64::MIN, i64::MAX)? {
+                v.extend(r);
+            }
+        }
+        return Ok((id, Rows::Rollup(merge_rollups(v))));
+    }
     if kind == Kind::Raw {
         let mut pts = Vec::new();
         for s in segs {

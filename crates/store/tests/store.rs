@@ -268,6 +268,23 @@ fn retention_rolls_up_exactly_then_expires() {
         roll
     );
 
+    // Ten minutes later a second retention run adds a second rollup segment; compaction merges
+    // the day's rollup segments and the rollups stay exact.
+    clock.set(T0 + 3 * 3600 + 600);
+    let rep = store.enforce_retention().expect("retention 1b");
+    assert_eq!(rep.rollups_written, 10);
+    // The two rollup segments of the same day (the raw remainder was rewritten, not added).
+    assert_eq!(store.compact().expect("compact"), 2);
+    let roll2 = store
+        .read_rollup(1, id, T0, raw_cutoff + 599)
+        .expect("rollup 2");
+    assert_eq!(roll2.len(), 70);
+    assert_eq!(&roll2[..60], &roll[..]);
+    for r in &roll2 {
+        let e = expect[&r.ts];
+        assert_eq!((r.min, r.max, r.count), (e.0, e.1, e.3), "minute {}", r.ts);
+    }
+
     // Advance: rollup retention 10 h drops the first hour's rollups at now = T0 + 11 h + 30 min.
     clock.set(T0 + 11 * 3600 + 1800);
     let rep = store.enforce_retention().expect("retention 2");
@@ -848,7 +865,9 @@ fn background_job_flushes_and_enforces_retention() {
     )
     .expect("open");
     let pts: Vec<(i64, f64)> = (0..60).map(|i| (T0 + i * 10, 2.0)).collect();
-    store.append(1, &[gauge("bg", &[], "", &pts)]).expect("append");
+    store
+        .append(1, &[gauge("bg", &[], "", &pts)])
+        .expect("append");
     let id = store.find_series(1, "bg", &TagFilter::All)[0].id;
     // The head is flushed without anyone calling flush().
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
@@ -865,7 +884,10 @@ fn background_job_flushes_and_enforces_retention() {
             assert!(r.iter().all(|p| p.count == 6 && p.sum == 12.0));
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "retention did not run");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "retention did not run"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     store.close().expect("close");
