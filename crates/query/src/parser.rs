@@ -18,6 +18,10 @@ use crate::error::QueryError;
 /// Deepest nesting of parentheses/functions/filters accepted.
 pub const MAX_DEPTH: usize = 64;
 
+/// Most binary operators in one expression (operator chains build deep trees, and evaluation
+/// recurses over them).
+pub const MAX_OPERATORS: usize = 256;
+
 /// Parses one query expression (`avg:m{*} by {host}`, `a{*} / b{*} * 100`, `top(...)`).
 pub fn parse(s: &str) -> Result<Expr, QueryError> {
     let mut p = Parser::new(s, false);
@@ -56,6 +60,12 @@ pub fn parse_formula(s: &str) -> Result<Expr, QueryError> {
 /// offset where it stopped (after trailing whitespace). For embedding the query language in a
 /// larger grammar (monitors: `avg(last_5m):<expr> > 90`). Positions are relative to `s`.
 pub fn parse_prefix(s: &str, start: usize, allow_refs: bool) -> Result<(Expr, usize), QueryError> {
+    if !s.is_char_boundary(start.min(s.len())) {
+        return Err(QueryError::new(
+            "start is not on a character boundary",
+            start,
+        ));
+    }
     let mut p = Parser::new(s, allow_refs);
     p.pos = start.min(s.len());
     let e = p.expr()?;
@@ -171,6 +181,7 @@ struct Parser<'a> {
     pos: usize,
     refs: bool,
     depth: usize,
+    operators: usize,
 }
 
 fn is_word_start(c: u8) -> bool {
@@ -193,6 +204,7 @@ impl<'a> Parser<'a> {
             pos: 0,
             refs,
             depth: 0,
+            operators: 0,
         }
     }
 
@@ -250,6 +262,18 @@ impl<'a> Parser<'a> {
         self.ws();
         if self.pos < self.b.len() {
             Err(self.unexpected_at(self.pos, "an operator or the end of the query"))
+        } else {
+            Ok(())
+        }
+    }
+
+    fn operator(&mut self) -> Result<(), QueryError> {
+        self.operators += 1;
+        if self.operators > MAX_OPERATORS {
+            Err(QueryError::new(
+                format!("more than {MAX_OPERATORS} operators in one expression"),
+                self.pos,
+            ))
         } else {
             Ok(())
         }
@@ -322,6 +346,7 @@ impl<'a> Parser<'a> {
                 Some(b'-') => BinOp::Sub,
                 _ => break,
             };
+            self.operator()?;
             self.pos += 1;
             let rhs = self.mul()?;
             let span = (lhs.span.0, rhs.span.1);
@@ -347,6 +372,7 @@ impl<'a> Parser<'a> {
                 Some(b'/') => BinOp::Div,
                 _ => break,
             };
+            self.operator()?;
             self.pos += 1;
             let rhs = self.unary()?;
             let span = (lhs.span.0, rhs.span.1);

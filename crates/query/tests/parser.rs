@@ -533,4 +533,13 @@ fn deep_nesting_is_an_error_not_a_crash() {
     assert!(parse(&s).is_err());
     let s = format!("{}avg:m{{*}}", "-".repeat(10_000));
     assert!(parse(&s).is_err());
+    let s = format!("avg:m{{*}}{}", " + 1 * 2".repeat(100_000));
+    let e = parse(&s).expect_err("too many operators");
+    assert!(e.message.contains("operators"), "{e}");
+    assert!(parse(&format!("avg:m{{*}}{}", " + 1".repeat(200))).is_ok());
+    let s = "avg:m{é}";
+    assert!(
+        warden_query::parse_prefix(s, 7, false).is_err(),
+        "inside a multi-byte character"
+    );
 }
