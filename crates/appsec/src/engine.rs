@@ -1,0 +1,612 @@
+//! The protection engine shared by all requests ([`Appsec`]) and the per-request handle
+//! ([`RequestHandle`]) that the layer puts in the request extensions, so handlers can call the
+//! RASP hooks and user tracking against the same WAF context as the request.
+//!
+//! Block mode is expressed as WAF configuration, not as code in the layer: a `rules_override`
+//! (under its own builder path) adds a `warden_block` action to the high-confidence rules and
+//! to the RASP rules, so the engine produces the `block_request` action and its
+//! `security_response_id`, exactly as remote configuration does for Datadog tracers. Denylists
+//! are `rules_data` under another path, swapped in at run time.
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use serde_json::{Value, json};
+use warden_waf::{Builder, Context, EvalResult, Event, LoadError, SharedRuleset};
+
+use crate::blocking::Blocked;
+use crate::config::{Cidr, Config, ConfigError, Mode};
+
+/// Builder path of the application's ruleset.
+const PATH_RULES: &str = "ASM_DD/default";
+/// Builder path of the block-mode overrides.
+const PATH_BLOCKING: &str = "warden/blocking";
+/// Builder path of the denylists (`blocked_ips`, `blocked_users`).
+const PATH_DENYLIST: &str = "warden/denylist";
+
+/// Errors while setting up app protection.
+#[derive(Debug, thiserror::Error)]
+pub enum AppsecError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("ruleset: {0}")]
+    Ruleset(#[from] LoadError),
+    #[error("ruleset loaded no rules (check its diagnostics): nothing would be protected")]
+    NoRules,
+    #[error("ruleset is not a JSON object: {0}")]
+    RulesetJson(String),
+}
+
+/// Receives what app protection saw on a request (events, blocking, user tracking).
+/// Reporting as traces plugs in here.
+pub trait EventSink: Send + Sync + 'static {
+    fn report(&self, report: RequestReport);
+}
+
+/// Default sink: one `tracing` warning per request with events.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct LogSink;
+
+impl EventSink for LogSink {
+    fn report(&self, r: RequestReport) {
+        if r.events.is_empty() && r.blocked.is_none() {
+            tracing::debug!(method = %r.method, uri = %r.uri, tags = ?r.tags, "appsec: user activity");
+            return;
+        }
+        tracing::warn!(
+            method = %r.method,
+            uri = %r.uri,
+            client_ip = ?r.client_ip,
+            blocked = r.blocked.is_some(),
+            rules = ?r.events.iter().map(|e| e.rule.id.as_str()).collect::<Vec<_>>(),
+            "appsec: security events"
+        );
+    }
+}
+
+/// Identifiers that link a report to the request's trace (W3C and Datadog propagation
+/// headers, as received).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TraceLink {
+    pub traceparent: Option<String>,
+    pub datadog_trace_id: Option<String>,
+    pub datadog_parent_id: Option<String>,
+}
+
+/// Everything app protection recorded for one request.
+#[derive(Debug, Clone)]
+pub struct RequestReport {
+    pub method: String,
+    pub uri: String,
+    pub route: Option<String>,
+    pub client_ip: Option<IpAddr>,
+    /// Final response status (the blocking one when blocked).
+    pub status: Option<u16>,
+    pub blocked: Option<Blocked>,
+    pub events: Vec<Event>,
+    /// Span tags from user tracking (`usr.id`, `appsec.events.users.login.success.track`, ...).
+    pub tags: BTreeMap<String, String>,
+    pub waf_duration_ns: u64,
+    pub waf_timeouts: u32,
+    pub trace: TraceLink,
+}
+
+impl RequestReport {
+    /// `_dd.appsec.json` content: `{"triggers": [events]}`.
+    pub fn appsec_json(&self) -> Value {
+        json!({ "triggers": serde_json::to_value(&self.events).unwrap_or(Value::Null) })
+    }
+}
+
+/// Gives the route template (`/users/{id}`) of a routed request, e.g. from axum's
+/// `MatchedPath` extension; used to derive `server.request.path_params`.
+pub type RouteFn = Arc<dyn Fn(&http::Extensions) -> Option<String> + Send + Sync>;
+/// Gives the TCP peer address, e.g. from axum's `ConnectInfo<SocketAddr>` extension.
+pub type PeerFn = Arc<dyn Fn(&http::Extensions) -> Option<IpAddr> + Send + Sync>;
+
+/// Put this in the request extensions (hyper) to tell the layer the TCP peer address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerAddr(pub SocketAddr);
+
+/// Path parameters known to the application; put in the request extensions before the layer,
+/// or give them later with [`RequestHandle::set_path_params`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PathParams(pub Vec<(String, String)>);
+
+pub(crate) struct Inner {
+    pub(crate) cfg: Config,
+    pub(crate) shared: SharedRuleset,
+    builder: Mutex<Builder>,
+    pub(crate) sink: Arc<dyn EventSink>,
+    pub(crate) route_fn: Option<RouteFn>,
+    pub(crate) peer_fn: Option<PeerFn>,
+    blocked_ips: Mutex<Vec<String>>,
+    blocked_users: Mutex<Vec<String>>,
+}
+
+/// App protection: the compiled ruleset and settings shared by all requests. Cheap to clone.
+#[derive(Clone)]
+pub struct Appsec {
+    pub(crate) inner: Option<Arc<Inner>>,
+}
+
+impl std::fmt::Debug for Appsec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Appsec")
+            .field("enabled", &self.inner.is_some())
+            .field("mode", &self.inner.as_ref().map(|i| i.cfg.mode))
+            .finish()
+    }
+}
+
+/// Builds an [`Appsec`] from a [`Config`] plus code-only hooks.
+pub struct AppsecBuilder {
+    cfg: Config,
+    rules_json: Option<String>,
+    sink: Arc<dyn EventSink>,
+    route_fn: Option<RouteFn>,
+    peer_fn: Option<PeerFn>,
+}
+
+impl Appsec {
+    /// Configuration from `WARDEN_APPSEC_*` variables, default hooks (log sink, peer from
+    /// [`PeerAddr`]).
+    pub fn from_env() -> Result<Appsec, AppsecError> {
+        Appsec::builder(Config::from_env()?).build()
+    }
+
+    pub fn builder(cfg: Config) -> AppsecBuilder {
+        AppsecBuilder {
+            cfg,
+            rules_json: None,
+            sink: Arc::new(LogSink),
+            route_fn: None,
+            peer_fn: None,
+        }
+    }
+
+    /// A disabled instance: the layer forwards every request untouched.
+    pub fn disabled() -> Appsec {
+        Appsec { inner: None }
+    }
+
+    pub fn is_enabled(&self) -> bool {
+        self.inner.is_some()
+    }
+
+    pub fn mode(&self) -> Option<Mode> {
+        self.inner.as_ref().map(|i| i.cfg.mode)
+    }
+
+    /// The tower layer that protects a service with this instance.
+    pub fn layer(&self) -> crate::AppsecLayer {
+        crate::AppsecLayer::new(self.clone())
+    }
+
+    /// Replace the IP denylist (addresses or CIDRs); takes effect for new requests.
+    pub fn set_blocked_ips(&self, ips: &[String]) -> Result<(), AppsecError> {
+        let Some(inner) = &self.inner else {
+            return Ok(());
+        };
+        for ip in ips {
+            ip.parse::<Cidr>()?;
+        }
+        *lock(&inner.blocked_ips) = ips.to_vec();
+        inner.rebuild_denylist()
+    }
+
+    /// Replace the user denylist (`usr.id` values); takes effect for new requests and for
+    /// `set_user` / `track_login_success` calls.
+    pub fn set_blocked_users(&self, users: &[String]) -> Result<(), AppsecError> {
+        let Some(inner) = &self.inner else {
+            return Ok(());
+        };
+        *lock(&inner.blocked_users) = users.to_vec();
+        inner.rebuild_denylist()
+    }
+}
+
+impl AppsecBuilder {
+    /// Use this ruleset (JSON text) instead of reading `Config::rules_path`.
+    pub fn rules_json(mut self, json: impl Into<String>) -> Self {
+        self.rules_json = Some(json.into());
+        self
+    }
+
+    pub fn event_sink(mut self, sink: Arc<dyn EventSink>) -> Self {
+        self.sink = sink;
+        self
+    }
+
+    pub fn route_template(
+        mut self,
+        f: impl Fn(&http::Extensions) -> Option<String> + Send + Sync + 'static,
+    ) -> Self {
+        self.route_fn = Some(Arc::new(f));
+        self
+    }
+
+    pub fn peer_addr(
+        mut self,
+        f: impl Fn(&http::Extensions) -> Option<IpAddr> + Send + Sync + 'static,
+    ) -> Self {
+        self.peer_fn = Some(Arc::new(f));
+        self
+    }
+
+    /// Load and compile the ruleset. Disabled configurations give a pass-through instance.
+    /// Enabled without a ruleset is an error ([`ConfigError::NoRuleset`]): Warden refuses to
+    /// start rather than run unprotected while claiming to be protected.
+    pub fn build(self) -> Result<Appsec, AppsecError> {
+        if !self.cfg.enabled {
+            return Ok(Appsec::disabled());
+        }
+        let json = match self.rules_json {
+            Some(j) => j,
+            None => {
+                let path = self.cfg.rules_path.clone().ok_or(ConfigError::NoRuleset)?;
+                std::fs::read_to_string(&path)
+                    .map_err(|source| ConfigError::ReadRuleset { path, source })?
+            }
+        };
+        let doc: Value =
+            serde_json::from_str(&json).map_err(|e| AppsecError::RulesetJson(e.to_string()))?;
+        if !doc.is_object() {
+            return Err(AppsecError::RulesetJson(
+                "top level is not an object".into(),
+            ));
+        }
+        let mut builder = Builder::new();
+        let diags = builder.add_or_update_value(PATH_RULES, &doc)?;
+        if diags.total_loaded() == 0 {
+            return Err(AppsecError::NoRules);
+        }
+        tracing::info!(
+            rules_version = ?diags.ruleset_version,
+            loaded = diags.total_loaded(),
+            mode = ?self.cfg.mode,
+            "appsec: ruleset loaded"
+        );
+        if self.cfg.mode == Mode::Block {
+            builder.add_or_update_value(
+                PATH_BLOCKING,
+                &blocking_config(&doc, self.cfg.block_status),
+            )?;
+        }
+        let rs = builder.build();
+        let inner = Arc::new(Inner {
+            blocked_ips: Mutex::new(self.cfg.blocked_ips.clone()),
+            blocked_users: Mutex::new(self.cfg.blocked_users.clone()),
+            cfg: self.cfg,
+            shared: SharedRuleset::new(rs),
+            builder: Mutex::new(builder),
+            sink: self.sink,
+            route_fn: self.route_fn,
+            peer_fn: self.peer_fn,
+        });
+        if !lock(&inner.blocked_ips).is_empty() || !lock(&inner.blocked_users).is_empty() {
+            inner.rebuild_denylist()?;
+        }
+        Ok(Appsec { inner: Some(inner) })
+    }
+}
+
+impl Inner {
+    fn rebuild_denylist(&self) -> Result<(), AppsecError> {
+        let entries = |v: &[String]| -> Vec<Value> {
+            v.iter()
+                .map(|x| json!({"value": x, "expiration": 0}))
+                .collect()
+        };
+        let doc = json!({
+            "version": "2.2",
+            "rules_data": [
+                {"id": "blocked_ips", "type": "ip_with_expiration", "data": entries(&lock(&self.blocked_ips))},
+                {"id": "blocked_users", "type": "data_with_expiration", "data": entries(&lock(&self.blocked_users))},
+            ]
+        });
+        let mut b = lock(&self.builder);
+        b.add_or_update_value(PATH_DENYLIST, &doc)?;
+        self.shared.store(b.build());
+        Ok(())
+    }
+}
+
+/// Block-mode overrides: every RASP rule and every `waf` rule with `confidence: "1"` gets the
+/// `warden_block` action (unless it already blocks); `warden_block` carries the configured
+/// status.
+fn blocking_config(doc: &Value, status: u16) -> Value {
+    let mut blocking_ids: HashSet<&str> = HashSet::from(["block"]);
+    if let Some(actions) = doc.get("actions").and_then(Value::as_array) {
+        for a in actions {
+            let kind = a.get("type").and_then(Value::as_str).unwrap_or("");
+            if kind == "block_request" || kind == "redirect_request" {
+                if let Some(id) = a.get("id").and_then(Value::as_str) {
+                    blocking_ids.insert(id);
+                }
+            }
+        }
+    }
+    let mut overrides = Vec::new();
+    for section in ["rules", "rules_compat"] {
+        let Some(rules) = doc.get(section).and_then(Value::as_array) else {
+            continue;
+        };
+        for r in rules {
+            let Some(id) = r.get("id").and_then(Value::as_str) else {
+                continue;
+            };
+            let tag = |k: &str| r.pointer(&format!("/tags/{k}")).and_then(Value::as_str);
+            let module = tag("module").unwrap_or("waf");
+            let wanted = module == "rasp" || (module == "waf" && tag("confidence") == Some("1"));
+            if !wanted {
+                continue;
+            }
+            let mut on_match: Vec<String> = r
+                .get("on_match")
+                .and_then(Value::as_array)
+                .map(|a| {
+                    a.iter()
+                        .filter_map(Value::as_str)
+                        .map(str::to_string)
+                        .collect()
+                })
+                .unwrap_or_default();
+            if on_match.iter().any(|a| blocking_ids.contains(a.as_str())) {
+                continue;
+            }
+            on_match.push("warden_block".into());
+            overrides.push(json!({"rules_target": [{"rule_id": id}], "on_match": on_match}));
+        }
+    }
+    json!({
+        "version": "2.2",
+        "actions": [{"id": "warden_block", "type": "block_request",
+                     "parameters": {"status_code": status, "type": "auto", "grpc_status_code": 10}}],
+        "rules_override": overrides,
+    })
+}
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    }
+}
+
+pub(crate) struct ReqMut {
+    pub(crate) ctx: Context,
+    pub(crate) events: Vec<Event>,
+    pub(crate) tags: BTreeMap<String, String>,
+    pub(crate) blocked: Option<Blocked>,
+    pub(crate) waf_ns: u64,
+    pub(crate) timeouts: u32,
+}
+
+pub(crate) struct ReqState {
+    pub(crate) appsec: Arc<Inner>,
+    pub(crate) client_ip: Option<IpAddr>,
+    pub(crate) m: Mutex<ReqMut>,
+}
+
+/// Per-request handle, found in the request extensions of a protected request (axum:
+/// `Extension<RequestHandle>`). RASP hooks and user tracking go through it; a `Err(Blocked)`
+/// means "stop and let the layer answer": the layer sends the blocking response whatever the
+/// handler returns afterwards.
+#[derive(Clone)]
+pub struct RequestHandle {
+    pub(crate) st: Arc<ReqState>,
+}
+
+impl std::fmt::Debug for RequestHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RequestHandle")
+            .field("client_ip", &self.st.client_ip)
+            .finish()
+    }
+}
+
+impl RequestHandle {
+    pub(crate) fn new(appsec: Arc<Inner>, ctx: Context, client_ip: Option<IpAddr>) -> Self {
+        RequestHandle {
+            st: Arc::new(ReqState {
+                appsec,
+                client_ip,
+                m: Mutex::new(ReqMut {
+                    ctx,
+                    events: Vec::new(),
+                    tags: BTreeMap::new(),
+                    blocked: None,
+                    waf_ns: 0,
+                    timeouts: 0,
+                }),
+            }),
+        }
+    }
+
+    /// The client IP as resolved through the trusted proxies.
+    pub fn client_ip(&self) -> Option<IpAddr> {
+        self.st.client_ip
+    }
+
+    /// The block verdict already reached for this request, if any.
+    pub fn blocked(&self) -> Option<Blocked> {
+        lock(&self.st.m).blocked.clone()
+    }
+
+    /// Evaluate persistent request addresses (they stay for later evaluations).
+    pub(crate) fn eval(&self, addrs: Value) -> Result<(), Blocked> {
+        let mut m = lock(&self.st.m);
+        if let Some(b) = &m.blocked {
+            return Err(b.clone());
+        }
+        let res = m.ctx.run_owned(addrs, self.st.appsec.cfg.waf_timeout_us);
+        self.absorb(&mut m, res)
+    }
+
+    /// Evaluate ephemeral (RASP) addresses in a subcontext with the request's addresses.
+    fn eval_rasp(&self, addrs: Value) -> Result<(), Blocked> {
+        let mut m = lock(&self.st.m);
+        if let Some(b) = &m.blocked {
+            return Err(b.clone());
+        }
+        let mut sub = m.ctx.subcontext();
+        let res = sub.run(&addrs, self.st.appsec.cfg.waf_timeout_us);
+        self.absorb(&mut m, res)
+    }
+
+    fn absorb(
+        &self,
+        m: &mut ReqMut,
+        res: Result<EvalResult, warden_waf::EvalError>,
+    ) -> Result<(), Blocked> {
+        let res = match res {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(error = %e, "appsec: WAF evaluation refused its input");
+                return Ok(());
+            }
+        };
+        m.waf_ns += res.duration_ns;
+        if res.timeout {
+            m.timeouts += 1;
+        }
+        let verdict = decide(self.st.appsec.cfg.mode, &res);
+        m.events.extend(res.events);
+        if let Some(b) = verdict {
+            m.blocked = Some(b.clone());
+            return Err(b);
+        }
+        Ok(())
+    }
+
+    /// Path parameters known only after routing (see also [`PathParams`]).
+    pub fn set_path_params<K: AsRef<str>, V: AsRef<str>>(
+        &self,
+        params: &[(K, V)],
+    ) -> Result<(), Blocked> {
+        let lim = &self.st.appsec.cfg.limits;
+        let m: serde_json::Map<String, Value> = params
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.as_ref().to_string(),
+                    Value::String(v.as_ref().to_string()),
+                )
+            })
+            .collect();
+        let v = crate::addresses::bound(Value::Object(m), lim);
+        self.eval(json!({ "server.request.path_params": v }))
+    }
+
+    /// The authenticated user of this request; a blocked user is blocked from here on.
+    pub fn set_user(&self, user_id: &str, session_id: Option<&str>) -> Result<(), Blocked> {
+        let mut addrs = serde_json::Map::new();
+        {
+            let mut m = lock(&self.st.m);
+            m.tags.insert("usr.id".into(), user_id.into());
+            addrs.insert("usr.id".into(), Value::from(user_id));
+            if let Some(s) = session_id {
+                m.tags.insert("usr.session_id".into(), s.into());
+                addrs.insert("usr.session_id".into(), Value::from(s));
+            }
+        }
+        self.eval(Value::Object(addrs))
+    }
+
+    /// A successful login (`users.login.success`); the user becomes the request's user.
+    pub fn track_login_success(
+        &self,
+        user_id: &str,
+        metadata: &[(&str, &str)],
+    ) -> Result<(), Blocked> {
+        {
+            let mut m = lock(&self.st.m);
+            let p = "appsec.events.users.login.success";
+            m.tags.insert(format!("{p}.track"), "true".into());
+            m.tags.insert(format!("_dd.{p}.sdk"), "true".into());
+            m.tags.insert("usr.id".into(), user_id.into());
+            for (k, v) in metadata {
+                m.tags.insert(format!("{p}.{k}"), (*v).into());
+            }
+        }
+        self.eval(json!({ "usr.id": user_id }))
+    }
+
+    /// A failed login (`users.login.failure`). The user is not authenticated, so it is not
+    /// the request's user and the user denylist does not apply.
+    pub fn track_login_failure(
+        &self,
+        user_id: &str,
+        exists: bool,
+        metadata: &[(&str, &str)],
+    ) -> Result<(), Blocked> {
+        {
+            let mut m = lock(&self.st.m);
+            let p = "appsec.events.users.login.failure";
+            m.tags.insert(format!("{p}.track"), "true".into());
+            m.tags.insert(format!("_dd.{p}.sdk"), "true".into());
+            m.tags.insert(format!("{p}.usr.id"), user_id.into());
+            m.tags.insert(format!("{p}.usr.exists"), exists.to_string());
+            for (k, v) in metadata {
+                m.tags.insert(format!("{p}.{k}"), (*v).into());
+            }
+        }
+        // Nothing for the WAF to evaluate in ruleset 1.18.x; kept fallible so business-logic
+        // rules can block here later without an API change.
+        match lock(&self.st.m).blocked.clone() {
+            Some(b) => Err(b),
+            None => Ok(()),
+        }
+    }
+
+    /// RASP: before running a SQL statement (`db_system`: `sqlite`, `postgresql`, `mysql`, ...).
+    pub fn check_sql(&self, statement: &str, db_system: &str) -> Result<(), Blocked> {
+        self.eval_rasp(json!({"server.db.statement": statement, "server.db.system": db_system}))
+    }
+
+    /// RASP: before opening a file.
+    pub fn check_file_open(&self, path: &str) -> Result<(), Blocked> {
+        self.eval_rasp(json!({ "server.io.fs.file": path }))
+    }
+
+    /// RASP: before an outbound HTTP request.
+    pub fn check_outbound_url(&self, url: &str) -> Result<(), Blocked> {
+        self.eval_rasp(json!({ "server.io.net.url": url }))
+    }
+
+    /// RASP: before running a command line through a shell (`sh -c <cmd>`).
+    pub fn check_shell(&self, cmd: &str) -> Result<(), Blocked> {
+        self.eval_rasp(json!({ "server.sys.shell.cmd": cmd }))
+    }
+
+    /// RASP: before executing a program with arguments (argv, program first).
+    pub fn check_exec(&self, argv: &[&str]) -> Result<(), Blocked> {
+        self.eval_rasp(json!({ "server.sys.exec.cmd": argv }))
+    }
+}
+
+/// Block mode: any blocking action. Monitor mode: only denylist rules block.
+fn decide(mode: Mode, res: &EvalResult) -> Option<Blocked> {
+    let ev = res
+        .events
+        .iter()
+        .find(|e| e.security_response_id.is_some())
+        .or_else(|| res.events.first());
+    let rule_id = ev.map(|e| e.rule.id.as_str()).unwrap_or("");
+    let b = Blocked::from_actions(&res.actions, rule_id)?;
+    match mode {
+        Mode::Block => Some(b),
+        Mode::Monitor => res
+            .events
+            .iter()
+            .any(|e| {
+                matches!(
+                    e.rule.tags.get("module").map(String::as_str),
+                    Some("network-acl" | "authentication-acl")
+                ) && e.security_response_id.is_some()
+            })
+            .then_some(b),
+    }
+}
