@@ -209,7 +209,7 @@ fn main() {
     let flush = t1.elapsed();
     let cpu = cpu_secs() - c0;
     println!(
-        "ingest: {:.2} s, {:.0} samples/s (acknowledged = durable); flush to segments: {:.2} s; end-to-end {:.0} samples/s; {:.1} CPU-s = {:.0} samples per CPU-second (incl. data generation)",
+        "ingest: {:.2} s, {:.0} samples/s acknowledged; flush to segments: {:.2} s; end-to-end {:.0} samples/s; {:.1} CPU-s = {:.0} samples per CPU-second (incl. data generation)",
         ingest.as_secs_f64(),
         total as f64 / ingest.as_secs_f64(),
         flush.as_secs_f64(),

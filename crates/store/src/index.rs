@@ -251,6 +251,17 @@ pub(crate) struct Entry {
     pub(crate) meta: Arc<SeriesMeta>,
     /// The series definition is in a durable WAL record or index file.
     pub(crate) durable: bool,
+    key: u128,
+}
+
+/// What the append path needs to know about a series, stored inline in the key map so a
+/// lookup is one hash-table probe (no pointer chasing into the metadata).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct KeyEntry {
+    pub(crate) id: u64,
+    pub(crate) durable: bool,
+    /// Hash of kind, interval and unit: a change means the definition must be rewritten.
+    pub(crate) attrs: u64,
 }
 
 /// Borrowed identity of a series within an org.
@@ -262,23 +273,17 @@ pub(crate) struct SeriesKey<'a> {
     pub(crate) distribution: bool,
 }
 
-impl SeriesKey<'_> {
-    fn matches(&self, m: &SeriesMeta) -> bool {
-        m.distribution == self.distribution
-            && m.name == self.name
-            && m.host == self.host
-            && m.tags == self.tags
-    }
-}
-
 /// The whole in-memory index.
 #[derive(Default)]
 pub(crate) struct Index {
-    /// `(org, keyed SipHash of the series key) → ids` (more than one only on a 64-bit
-    /// collision). Hashing the parts avoids building a key string per appended series; the
-    /// random SipHash key keeps tenants from crafting collisions.
-    keys: FxHashMap<(u64, u64), Vec<u64>>,
-    hasher: std::collections::hash_map::RandomState,
+    /// `(org, 128-bit keyed hash of the series key) → entry`. Two SipHash-1-3 instances with
+    /// random keys: tenants cannot craft collisions, and an accidental one (p ≈ n²/2^129) is
+    /// negligible, so the key strings are never compared on the append path.
+    keys: FxHashMap<(u64, u128), KeyEntry>,
+    hashers: (
+        std::collections::hash_map::RandomState,
+        std::collections::hash_map::RandomState,
+    ),
     /// `org → metric → postings`. BTreeMap so metric listings come out sorted.
     metrics: FxHashMap<u64, BTreeMap<String, MetricIndex>>,
     pub(crate) series: FxHashMap<u64, Entry>,
@@ -288,36 +293,62 @@ pub(crate) struct Index {
 }
 
 impl Index {
-    fn key_hash(&self, k: &SeriesKey<'_>) -> u64 {
+    pub(crate) fn key_hash(&self, k: &SeriesKey<'_>) -> u128 {
         use std::hash::BuildHasher;
-        self.hasher
-            .hash_one((k.distribution, k.name, k.host, k.tags))
+        let parts = (k.distribution, k.name, k.host, k.tags);
+        let a = self.hashers.0.hash_one(parts);
+        let b = self.hashers.1.hash_one(parts);
+        (u128::from(a) << 64) | u128::from(b)
     }
 
-    pub(crate) fn lookup(&self, org: u64, k: &SeriesKey<'_>) -> Option<&Entry> {
-        let ids = self.keys.get(&(org, self.key_hash(k)))?;
-        ids.iter()
-            .filter_map(|id| self.series.get(id))
-            .find(|e| k.matches(&e.meta))
+    pub(crate) fn attrs_hash(&self, kind: MetricKind, interval: i64, unit: &Option<String>) -> u64 {
+        use std::hash::BuildHasher;
+        self.hashers.0.hash_one((kind, interval, unit))
+    }
+
+    pub(crate) fn lookup(&self, org: u64, key: u128) -> Option<KeyEntry> {
+        self.keys.get(&(org, key)).copied()
+    }
+
+    /// Marks a definition durable; true if it was not.
+    pub(crate) fn mark_durable(&mut self, id: u64) -> bool {
+        let Some(e) = self.series.get_mut(&id) else {
+            return false;
+        };
+        if e.durable {
+            return false;
+        }
+        e.durable = true;
+        if let Some(k) = self.keys.get_mut(&(e.meta.org, e.key)) {
+            k.durable = true;
+        }
+        true
     }
 
     /// Inserts or replaces a definition (replay and creation). Kind/interval/unit updates keep
     /// the id.
+    /// `durable = false` on an existing series marks its (changed) definition as pending.
     pub(crate) fn put(&mut self, meta: SeriesMeta, durable: bool) {
         let id = meta.id;
         self.next_id = self.next_id.max(id + 1);
+        let attrs = self.attrs_hash(meta.kind, meta.interval, &meta.unit);
         if let Some(e) = self.series.get_mut(&id) {
             e.meta = Arc::new(meta);
-            e.durable |= durable;
+            e.durable = durable;
+            if let Some(k) = self.keys.get_mut(&(e.meta.org, e.key)) {
+                k.durable = durable;
+                k.attrs = attrs;
+            }
             return;
         }
-        let h = self.key_hash(&SeriesKey {
+        let key = self.key_hash(&SeriesKey {
             name: &meta.name,
             tags: &meta.tags,
             host: &meta.host,
             distribution: meta.distribution,
         });
-        self.keys.entry((meta.org, h)).or_default().push(id);
+        self.keys
+            .insert((meta.org, key), KeyEntry { id, durable, attrs });
         self.metrics
             .entry(meta.org)
             .or_default()
@@ -329,6 +360,7 @@ impl Index {
             Entry {
                 meta: Arc::new(meta),
                 durable,
+                key,
             },
         );
     }

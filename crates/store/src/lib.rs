@@ -998,10 +998,7 @@ impl Inner {
         if !defs.is_empty() {
             let mut idx = wlock(&self.index);
             for id in defs {
-                if let Some(e) = idx.series.get_mut(&id)
-                    && !e.durable
-                {
-                    e.durable = true;
+                if idx.mark_durable(id) {
                     idx.dirty.push(id);
                 }
             }
@@ -1036,37 +1033,42 @@ impl Inner {
             host,
             distribution,
         };
-        let same = |m: &SeriesMeta| {
-            distribution || (m.kind == kind && m.interval == interval && &m.unit == unit)
+        // Distributions have no kind/interval/unit of their own.
+        let (kind, interval, unit) = if distribution {
+            (MetricKind::Gauge, 0, &None)
+        } else {
+            (kind, interval, unit)
         };
-        {
+        let (hash, attrs) = {
             let idx = rlock(&self.index);
-            if let Some(e) = idx.lookup(org, &key)
+            let hash = idx.key_hash(&key);
+            let attrs = idx.attrs_hash(kind, interval, unit);
+            if let Some(e) = idx.lookup(org, hash)
                 && e.durable
-                && same(&e.meta)
+                && e.attrs == attrs
             {
-                return e.meta.id;
+                return e.id;
             }
-        }
+            (hash, attrs)
+        };
         let mut idx = wlock(&self.index);
-        let meta = match idx.lookup(org, &key) {
-            Some(e) if same(&e.meta) => {
+        let existing = idx
+            .lookup(org, hash)
+            .and_then(|e| idx.series.get(&e.id).map(|s| (e, s.meta.clone())));
+        let meta = match existing {
+            Some((e, m)) if e.attrs == attrs => {
                 if e.durable {
-                    return e.meta.id;
+                    return e.id;
                 }
-                e.meta.clone()
+                m
             }
-            Some(e) => {
-                let mut m = (*e.meta).clone();
+            Some((_, m)) => {
+                let mut m = (*m).clone();
                 m.kind = kind;
                 m.interval = interval;
                 m.unit = unit.clone();
-                let m = Arc::new(m);
-                idx.put((*m).clone(), false);
-                if let Some(e) = idx.series.get_mut(&m.id) {
-                    e.durable = false;
-                }
-                m
+                idx.put(m.clone(), false);
+                Arc::new(m)
             }
             None => {
                 let m = SeriesMeta {
