@@ -253,9 +253,34 @@ pub fn evaluate_on(
         ds,
         opts,
         refs,
+        pre: None,
         depth: 0,
     };
-    match ev.eval(expr, grid)? {
+    series_only(ev.eval(expr, grid)?, expr)
+}
+
+/// Evaluates a formula whose references resolve to already computed series (`values`, keyed by
+/// query name) on `grid`, e.g. one-bucket scalar results.
+pub fn evaluate_with_values(
+    ds: &dyn DataSource,
+    expr: &Expr,
+    grid: Grid,
+    opts: &EvalOptions,
+    values: &HashMap<String, Vec<ResultSeries>>,
+) -> Result<Vec<ResultSeries>, QueryError> {
+    let refs = HashMap::new();
+    let ev = Evaluator {
+        ds,
+        opts,
+        refs: &refs,
+        pre: Some(values),
+        depth: 0,
+    };
+    series_only(ev.eval(expr, grid)?, expr)
+}
+
+fn series_only(v: Val, expr: &Expr) -> Result<Vec<ResultSeries>, QueryError> {
+    match v {
         Val::Series(s) => Ok(s),
         Val::Scalar(_) => Err(QueryError::new(
             "the expression has no metric query",
@@ -273,6 +298,8 @@ struct Evaluator<'a> {
     ds: &'a dyn DataSource,
     opts: &'a EvalOptions,
     refs: &'a HashMap<String, Expr>,
+    /// Already computed results of named queries (scalar formulas).
+    pre: Option<&'a HashMap<String, Vec<ResultSeries>>>,
     depth: usize,
 }
 
@@ -306,6 +333,9 @@ impl Evaluator<'_> {
             ExprKind::Number(v) => Ok(Val::Scalar(*v)),
             ExprKind::Query(q) => Ok(Val::Series(self.query(q, e.span, grid)?)),
             ExprKind::Ref(name) => {
+                if let Some(s) = self.pre.and_then(|p| p.get(name)) {
+                    return Ok(Val::Series(s.clone()));
+                }
                 let target = self.refs.get(name).ok_or_else(|| {
                     QueryError::new(format!("unknown query '{name}' in formula"), e.span.0)
                 })?;

@@ -12,7 +12,9 @@ use serde_json::{Map, Value, json};
 
 use crate::ast::{Expr, RankMethod};
 use crate::error::QueryError;
-use crate::eval::{EvalOptions, ResultSeries, evaluate_on, grid_for, top_n};
+use crate::eval::{
+    EvalOptions, Grid, ResultSeries, evaluate_on, evaluate_with_values, grid_for, rank_score, top_n,
+};
 use crate::parser::{parse, parse_formula, parse_list};
 use crate::source::DataSource;
 
@@ -108,21 +110,45 @@ fn prefixed(e: QueryError, path: &str) -> QueryError {
     }
 }
 
-/// `POST /api/v2/query/timeseries`: `request` is the whole
-/// `{"data":{"type":"timeseries_request","attributes":{...}}}` body. Without `formulas` every
-/// query is returned (its `query_index`); with them, every formula (its index), each limited
-/// by `limit {count, order}` ranked by mean.
-pub fn run_v2(
-    ds: &dyn DataSource,
-    request: &Value,
-    opts: &EvalOptions,
-) -> Result<Value, QueryError> {
+/// Aggregators accepted on scalar queries (`/api/v2/query/scalar`).
+pub const SCALAR_AGGREGATORS: &[&str] = &[
+    "avg",
+    "min",
+    "max",
+    "sum",
+    "last",
+    "percentile",
+    "mean",
+    "l2norm",
+    "area",
+];
+
+struct V2Formula {
+    text: String,
+    alias: Option<String>,
+    expr: Expr,
+    /// `(count, descending)`.
+    limit: Option<(usize, bool)>,
+}
+
+struct V2Request {
+    /// Milliseconds.
+    from: i64,
+    to: i64,
+    /// Step in seconds.
+    interval: Option<i64>,
+    /// `(name, query, aggregator)`.
+    named: Vec<(String, Expr, String)>,
+    formulas: Vec<V2Formula>,
+}
+
+fn parse_request(request: &Value, kind: &str) -> Result<V2Request, QueryError> {
     let root = as_object(request, "body")?;
     let data = as_object(field(root, "data", "body")?, "data")?;
     let ty = as_str(field(data, "type", "data")?, "data.type")?;
-    if ty != "timeseries_request" {
+    if ty != kind {
         return Err(QueryError::new(
-            format!("data.type must be \"timeseries_request\", got \"{ty}\""),
+            format!("data.type must be \"{kind}\", got \"{ty}\""),
             0,
         ));
     }
@@ -152,7 +178,7 @@ pub fn run_v2(
             0,
         ));
     }
-    let mut named: Vec<(String, Expr)> = Vec::new();
+    let mut named: Vec<(String, Expr, String)> = Vec::new();
     for (i, q) in queries.iter().enumerate() {
         let qp = format!("data.attributes.queries[{i}]");
         let o = as_object(q, &qp)?;
@@ -168,15 +194,31 @@ pub fn run_v2(
         let name = as_str(field(o, "name", &qp)?, &format!("{qp}.name"))?;
         let text = as_str(field(o, "query", &qp)?, &format!("{qp}.query"))?;
         let expr = parse(text).map_err(|e| prefixed(e, &format!("{qp}.query")))?;
-        if named.iter().any(|(n, _)| n == name) {
+        if named.iter().any(|(n, _, _)| n == name) {
             return Err(QueryError::new(
                 format!("{qp}.name \"{name}\" is used twice"),
                 0,
             ));
         }
-        named.push((name.to_string(), expr));
+        let aggregator = match o.get("aggregator").filter(|v| !v.is_null()) {
+            None => "avg".to_string(),
+            Some(a) => {
+                let a = as_str(a, &format!("{qp}.aggregator"))?;
+                if !SCALAR_AGGREGATORS.contains(&a) {
+                    return Err(QueryError::new(
+                        format!(
+                            "{qp}.aggregator \"{a}\" is not one of {}",
+                            SCALAR_AGGREGATORS.join(", ")
+                        ),
+                        0,
+                    ));
+                }
+                a.to_string()
+            }
+        };
+        named.push((name.to_string(), expr, aggregator));
     }
-    let mut formulas: Vec<(Expr, Option<(usize, bool)>)> = Vec::new();
+    let mut formulas: Vec<V2Formula> = Vec::new();
     if let Some(fs) = attrs.get("formulas").filter(|v| !v.is_null()) {
         let fs = fs
             .as_array()
@@ -210,12 +252,49 @@ pub fn run_v2(
                     Some((count, desc))
                 }
             };
-            formulas.push((expr, limit));
+            let alias = match o.get("alias").filter(|v| !v.is_null()) {
+                None => None,
+                Some(a) => Some(as_str(a, &format!("{fp}.alias"))?.to_string()),
+            };
+            formulas.push(V2Formula {
+                text: text.to_string(),
+                alias,
+                expr,
+                limit,
+            });
         }
     }
-    let refs: HashMap<String, Expr> = named.iter().cloned().collect();
-    let mut all: Vec<&Expr> = named.iter().map(|(_, e)| e).collect();
-    all.extend(formulas.iter().map(|(e, _)| e));
+    Ok(V2Request {
+        from,
+        to,
+        interval,
+        named,
+        formulas,
+    })
+}
+
+/// `POST /api/v2/query/timeseries`: `request` is the whole
+/// `{"data":{"type":"timeseries_request","attributes":{...}}}` body. Without `formulas` every
+/// query is returned (its `query_index`); with them, every formula (its index), each limited
+/// by `limit {count, order}` ranked by mean.
+pub fn run_v2(
+    ds: &dyn DataSource,
+    request: &Value,
+    opts: &EvalOptions,
+) -> Result<Value, QueryError> {
+    let V2Request {
+        from,
+        to,
+        interval,
+        named,
+        formulas,
+    } = parse_request(request, "timeseries_request")?;
+    let refs: HashMap<String, Expr> = named
+        .iter()
+        .map(|(n, e, _)| (n.clone(), e.clone()))
+        .collect();
+    let mut all: Vec<&Expr> = named.iter().map(|(_, e, _)| e).collect();
+    all.extend(formulas.iter().map(|f| &f.expr));
     let vopts = EvalOptions {
         interval,
         ..opts.clone()
@@ -224,17 +303,17 @@ pub fn run_v2(
     let grid = grid_for(ds, &all, from_s, to_s, &vopts)?;
     let mut out: Vec<(usize, ResultSeries)> = Vec::new();
     if formulas.is_empty() {
-        for (i, (name, e)) in named.iter().enumerate() {
+        for (i, (name, e, _)) in named.iter().enumerate() {
             let s = evaluate_on(ds, e, grid, &vopts, &refs)
                 .map_err(|err| prefixed(err, &format!("query '{name}'")))?;
             out.extend(s.into_iter().map(|s| (i, s)));
         }
     } else {
-        for (i, (e, limit)) in formulas.iter().enumerate() {
-            let mut s = evaluate_on(ds, e, grid, &vopts, &refs)
+        for (i, f) in formulas.iter().enumerate() {
+            let mut s = evaluate_on(ds, &f.expr, grid, &vopts, &refs)
                 .map_err(|err| prefixed(err, &format!("data.attributes.formulas[{i}].formula")))?;
-            if let Some((count, desc)) = limit {
-                s = top_n(s, *count, RankMethod::Mean, *desc);
+            if let Some((count, desc)) = f.limit {
+                s = top_n(s, count, RankMethod::Mean, desc);
             }
             out.extend(s.into_iter().map(|s| (i, s)));
         }
@@ -259,6 +338,97 @@ pub fn run_v2(
                 "times": times,
                 "values": values,
             }
+        }
+    }))
+}
+
+/// `POST /api/v2/query/scalar`: one number per group. Each query's series is reduced over the
+/// whole range with its `aggregator` (`avg`/`mean`, `min`, `max`, `last`, `sum`/`area`,
+/// `l2norm` over the time series; `percentile` evaluates the query as a single bucket, so a
+/// `p99:` distribution query gets the percentile of the whole window's merged sketch).
+/// Formulas then combine the reduced values per group. Response: `columns`, a `group` column
+/// (`values` = the group tags of each row) followed by a `number` column (`values` = the
+/// numbers, `meta.unit`) per query, or per formula when there are formulas (named by `alias`,
+/// else the formula text).
+pub fn run_v2_scalar(
+    ds: &dyn DataSource,
+    request: &Value,
+    opts: &EvalOptions,
+) -> Result<Value, QueryError> {
+    let V2Request {
+        from,
+        to,
+        interval: _,
+        named,
+        formulas,
+    } = parse_request(request, "scalar_request")?;
+    let refs: HashMap<String, Expr> = named
+        .iter()
+        .map(|(n, e, _)| (n.clone(), e.clone()))
+        .collect();
+    let all: Vec<&Expr> = named.iter().map(|(_, e, _)| e).collect();
+    let (from_s, to_s) = (from.div_euclid(1000), to.div_euclid(1000));
+    let grid = grid_for(ds, &all, from_s, to_s, opts)?;
+    let one = Grid {
+        start: from_s,
+        step: (to_s - from_s).max(1),
+        len: 1,
+    };
+    let mut reduced: HashMap<String, Vec<ResultSeries>> = HashMap::new();
+    let mut columns_src: Vec<(String, Vec<ResultSeries>)> = Vec::new();
+    for (name, e, agg) in &named {
+        let series = if agg == "percentile" {
+            evaluate_on(ds, e, one, opts, &refs)
+        } else {
+            evaluate_on(ds, e, grid, opts, &refs).map(|mut s| {
+                let method = match agg.as_str() {
+                    "min" => RankMethod::Min,
+                    "max" => RankMethod::Max,
+                    "last" => RankMethod::Last,
+                    "sum" | "area" => RankMethod::Area,
+                    "l2norm" => RankMethod::L2Norm,
+                    _ => RankMethod::Mean,
+                };
+                for x in &mut s {
+                    x.values = vec![rank_score(&x.values, method)];
+                }
+                s
+            })
+        }
+        .map_err(|err| prefixed(err, &format!("query '{name}'")))?;
+        reduced.insert(name.clone(), series.clone());
+        columns_src.push((name.clone(), series));
+    }
+    if !formulas.is_empty() {
+        columns_src.clear();
+        for (i, f) in formulas.iter().enumerate() {
+            let mut s = evaluate_with_values(ds, &f.expr, one, opts, &reduced)
+                .map_err(|err| prefixed(err, &format!("data.attributes.formulas[{i}].formula")))?;
+            if let Some((count, desc)) = f.limit {
+                s = top_n(s, count, RankMethod::Mean, desc);
+            }
+            columns_src.push((f.alias.clone().unwrap_or_else(|| f.text.clone()), s));
+        }
+    }
+    let mut columns = Vec::new();
+    for (name, s) in columns_src {
+        let unit = s.iter().find_map(|x| x.unit.clone());
+        columns.push(json!({
+            "name": name,
+            "type": "group",
+            "values": s.iter().map(|x| x.tag_set.clone()).collect::<Vec<_>>(),
+        }));
+        columns.push(json!({
+            "name": name,
+            "type": "number",
+            "values": s.iter().map(|x| x.values.first().copied().flatten()).collect::<Vec<_>>(),
+            "meta": {"unit": [unit_object(unit.as_deref()), Value::Null]},
+        }));
+    }
+    Ok(json!({
+        "data": {
+            "type": "scalar_response",
+            "attributes": {"columns": columns}
         }
     }))
 }

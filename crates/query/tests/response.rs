@@ -420,3 +420,118 @@ fn render_table_shows_stats_and_sparklines() {
     assert_eq!(render_table(&json!({"series": []})).trim(), "no data");
     assert!(render_table(&json!(42)).contains("not a query response"));
 }
+
+#[test]
+fn v2_scalar_reduces_queries_and_formulas() {
+    use warden_model::DDSketch;
+    use warden_query::run_v2_scalar;
+    let mut ds = MemorySource::new();
+    ds.add(
+        "x",
+        "a",
+        &[],
+        MetricKind::Gauge,
+        60,
+        &[(T, 1.0), (T + 60, 3.0), (T + 120, 8.0)],
+    );
+    ds.add("x", "b", &[], MetricKind::Gauge, 60, &[(T, 10.0)]);
+    ds.add(
+        "y",
+        "a",
+        &[],
+        MetricKind::Gauge,
+        60,
+        &[(T, 2.0), (T + 60, 2.0)],
+    );
+    ds.add("y", "b", &[], MetricKind::Gauge, 60, &[(T, 5.0)]);
+    let mut early = DDSketch::new();
+    let mut late = DDSketch::new();
+    (1..=50).for_each(|v| {
+        early.insert(f64::from(v));
+    });
+    (51..=100).for_each(|v| {
+        late.insert(f64::from(v));
+    });
+    ds.add_sketches(
+        "lat",
+        "a",
+        &[],
+        vec![(T, early.clone()), (T + 600, late.clone())],
+    );
+    let req = |queries: Value, formulas: Value| {
+        json!({"data": {"type": "scalar_request", "attributes": {
+            "from": T * 1000, "to": (T + 3600) * 1000, "queries": queries, "formulas": formulas}}})
+    };
+    let resp = run_v2_scalar(
+        &ds,
+        &req(
+            json!([
+                {"data_source": "metrics", "name": "a", "query": "avg:x{*} by {host}", "aggregator": "avg"},
+                {"data_source": "metrics", "name": "m", "query": "max:x{*} by {host}", "aggregator": "max"},
+                {"data_source": "metrics", "name": "p", "query": "p50:lat{*}", "aggregator": "percentile"}
+            ]),
+            Value::Null,
+        ),
+        &EvalOptions::default(),
+    )
+    .expect("scalar");
+    assert_eq!(resp["data"]["type"], "scalar_response");
+    let cols = resp["data"]["attributes"]["columns"]
+        .as_array()
+        .expect("columns");
+    assert_eq!(cols.len(), 6);
+    assert_eq!(
+        cols[0],
+        json!({"name": "a", "type": "group", "values": [["host:a"], ["host:b"]]})
+    );
+    assert_eq!(cols[1]["type"], "number");
+    assert_eq!(
+        cols[1]["values"],
+        json!([4.0, 10.0]),
+        "mean of 1, 3, 8 and of 10"
+    );
+    assert_eq!(cols[3]["values"], json!([8.0, 10.0]));
+    let mut all = early;
+    all.merge(&late);
+    assert_eq!(
+        cols[5]["values"],
+        json!([all.quantile(0.5)]),
+        "p50 of the whole window"
+    );
+
+    // Formulas combine the reduced values per group.
+    let resp = run_v2_scalar(
+        &ds,
+        &req(
+            json!([
+                {"name": "a", "query": "avg:x{*} by {host}", "aggregator": "sum"},
+                {"name": "b", "query": "avg:y{*} by {host}", "aggregator": "sum"}
+            ]),
+            json!([{"formula": "a / b", "alias": "ratio"}]),
+        ),
+        &EvalOptions::default(),
+    )
+    .expect("scalar formulas");
+    let cols = resp["data"]["attributes"]["columns"]
+        .as_array()
+        .expect("columns");
+    assert_eq!(cols[1]["name"], "ratio");
+    assert_eq!(
+        cols[1]["values"],
+        json!([3.0, 2.0]),
+        "(1+3+8)/(2+2) and 10/5"
+    );
+    let err = run_v2_scalar(
+        &ds,
+        &req(
+            json!([{"name": "a", "query": "avg:x{*}", "aggregator": "median"}]),
+            Value::Null,
+        ),
+        &EvalOptions::default(),
+    )
+    .expect_err("bad aggregator");
+    assert!(
+        err.message.contains("queries[0].aggregator \"median\""),
+        "{err}"
+    );
+}
