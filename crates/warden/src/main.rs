@@ -5,6 +5,7 @@
 
 mod agent_cmd;
 mod dogstatsd_cmd;
+mod server_cmd;
 mod waf_cmd;
 
 use std::path::PathBuf;
@@ -31,6 +32,20 @@ enum Command {
     /// Web application firewall tools.
     #[command(subcommand)]
     Waf(WafCommand),
+    /// Run the Warden server (HTTPS intake and query API).
+    Server(server_cmd::ServerArgs),
+    /// Run a server plus an agent for this host, with fresh keys: nothing else to install.
+    Up(server_cmd::UpArgs),
+    /// Manage API (write) and application (read) keys in the server's data directory.
+    Keys {
+        /// Data directory of the server.
+        #[arg(long, value_name = "DIR", env = "WARDEN_DATA_DIR", global = true)]
+        data_dir: Option<PathBuf>,
+        #[command(subcommand)]
+        command: server_cmd::KeysCommand,
+    },
+    /// Query metrics from a Warden server and print a table.
+    Query(server_cmd::QueryArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -92,6 +107,10 @@ fn main() -> ExitCode {
             timeout_us,
             requests,
         }) => waf_cmd::eval(&rules, timeout_us, &requests),
+        Command::Server(args) => server_cmd::server(args),
+        Command::Up(args) => server_cmd::up(args),
+        Command::Keys { data_dir, command } => server_cmd::keys(data_dir, command),
+        Command::Query(args) => server_cmd::query(args),
     };
     match result {
         Ok(code) => code,
