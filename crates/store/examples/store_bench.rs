@@ -236,6 +236,13 @@ fn main() {
             stats.points
         );
     };
+    let st = store.stats();
+    println!(
+        "group commits: {} ({:.1} appends per fsync); head flushes: {}",
+        st.commits,
+        (total / METRICS / per_append.max(1)) as f64 / st.commits.max(1) as f64,
+        st.flushes
+    );
     report("after flush");
     let t2 = Instant::now();
     let merged = store.compact().expect("compact");

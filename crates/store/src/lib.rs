@@ -262,6 +262,10 @@ pub struct StoreStats {
     pub bytes_on_disk: u64,
     /// Points refused since open: non-finite values or older than `retention_raw`.
     pub dropped_points: u64,
+    /// Head flushes since open.
+    pub flushes: u64,
+    /// WAL group commits (one write + fsync each) since open.
+    pub commits: u64,
 }
 
 /// What [`Store::enforce_retention`] did.
@@ -590,6 +594,8 @@ struct Inner {
     next_file: AtomicU64,
     poisoned: AtomicBool,
     dropped: AtomicU64,
+    flushes: AtomicU64,
+    commits: AtomicU64,
     bg: Mutex<Bg>,
     bg_cv: Condvar,
 }
@@ -981,6 +987,7 @@ impl Inner {
         if self.opts.fsync == FsyncPolicy::Always {
             wal.sync()?;
         }
+        self.commits.fetch_add(1, Ordering::Relaxed);
         let mut defs = Vec::new();
         let head_n = {
             let mut head = wlock(&self.head);
@@ -1125,6 +1132,7 @@ impl Inner {
             self.commit_cv.notify_all();
             (h, defs, old_wals)
         };
+        self.flushes.fetch_add(1, Ordering::Relaxed);
         let wal_ids: Vec<u64> = old_wals.iter().filter_map(|p| wal_id(p)).collect();
         match self.write_flush(&frozen, &defs, &wal_ids) {
             Ok(()) => {
@@ -1727,6 +1735,8 @@ impl Store {
             next_file: AtomicU64::new(wal_id + 1),
             poisoned: AtomicBool::new(false),
             dropped: AtomicU64::new(0),
+            flushes: AtomicU64::new(0),
+            commits: AtomicU64::new(0),
             bg: Mutex::new(Bg::default()),
             bg_cv: Condvar::new(),
             opts,
@@ -2046,6 +2056,8 @@ impl Store {
             segments: segs.len() as u64,
             bytes_on_disk: dir_size(&inner.dir),
             dropped_points: inner.dropped.load(Ordering::Relaxed),
+            flushes: inner.flushes.load(Ordering::Relaxed),
+            commits: inner.commits.load(Ordering::Relaxed),
         }
     }
 
