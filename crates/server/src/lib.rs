@@ -617,7 +617,7 @@ async fn route(
             let p = auth_app(state, &req)?;
             return query::v1(state, p.org, req.uri()).await;
         }
-        "/api/v2/query/timeseries" => {
+        "/api/v2/query/timeseries" | "/api/v2/query/scalar" => {
             if method != Method::POST {
                 return Err(ApiError::new(405, "method not allowed"));
             }
@@ -627,7 +627,11 @@ async fn route(
                 return Err(unsupported_type(&ct, "application/json"));
             }
             let raw = read_body(req, QUERY).await?;
-            return query::v2(state, p.org, raw).await;
+            return if path.ends_with("scalar") {
+                query::v2_scalar(state, p.org, raw).await
+            } else {
+                query::v2(state, p.org, raw).await
+            };
         }
         "/" | "/health" => {
             return Ok(json_response(200, &serde_json::json!({ "status": "ok" })));

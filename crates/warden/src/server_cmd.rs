@@ -224,14 +224,15 @@ pub(crate) fn up(a: UpArgs) -> anyhow::Result<ExitCode> {
         drop(out);
 
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let mut agent_stop = stop_rx.clone();
+        let (server_stop_tx, server_stop_rx) = tokio::sync::watch::channel(false);
+        let mut agent_stop = stop_rx;
         let agent = tokio::spawn(async move {
             warden_agent::run_with(cfg, log_opts, async move {
                 let _ = agent_stop.wait_for(|s| *s).await;
             })
             .await
         });
-        let mut server_stop = stop_rx;
+        let mut server_stop = server_stop_rx;
         let server_task = tokio::spawn(server.run_until(async move {
             let _ = server_stop.wait_for(|s| *s).await;
         }));
@@ -243,6 +244,7 @@ pub(crate) fn up(a: UpArgs) -> anyhow::Result<ExitCode> {
             Err(e) => tracing::error!(error = %e, "agent task failed"),
             Ok(Ok(())) => {}
         }
+        let _ = server_stop_tx.send(true);
         let _ = server_task.await;
         anyhow::Ok(())
     })?;
@@ -486,14 +488,6 @@ pub(crate) fn query(a: QueryArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// One line per series and point (replaced by `warden_query::render_table` once it lands).
 fn render(v: &serde_json::Value) -> String {
-    let mut out = String::new();
-    for s in v["series"].as_array().into_iter().flatten() {
-        out.push_str(&format!("{}\n", s["expression"].as_str().unwrap_or("?")));
-        for p in s["pointlist"].as_array().into_iter().flatten() {
-            out.push_str(&format!("  {}  {}\n", p[0], p[1]));
-        }
-    }
-    out
+    warden_query::render_table(v)
 }
