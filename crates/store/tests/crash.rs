@@ -4,14 +4,17 @@
 //! `WARDEN_CRASH_DIR` is set): four threads append batches with group commit and print
 //! `ACK <thread> <seq>` after each `append` returned. The parent SIGKILLs the child mid-stream
 //! (while background flushes run, because the head limit is tiny), reopens the store and checks
-//! every acknowledged point.
+//! every acknowledged point and sketch (present exactly once).
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use warden_store::{FsyncPolicy, MetricKind, Point, SeriesWrite, Store, StoreOptions, TagFilter};
+use warden_store::{
+    DDSketch, FsyncPolicy, MetricKind, Point, SeriesWrite, SketchWrite, Store, StoreOptions,
+    TagFilter,
+};
 
 const BASE: i64 = 1_700_000_000;
 const HOSTS: usize = 10;
@@ -44,6 +47,17 @@ fn batch(thread: u64, seq: u64) -> Vec<SeriesWrite> {
         .collect()
 }
 
+fn sketch(thread: u64, seq: u64) -> SketchWrite {
+    let mut s = DDSketch::new();
+    s.insert(seq as f64 + 1.0);
+    SketchWrite {
+        name: "crash.dist".into(),
+        tags: vec![format!("thread:{thread}")],
+        host: String::new(),
+        points: vec![(BASE + seq as i64, s)],
+    }
+}
+
 #[test]
 fn crash_child() {
     let Ok(dir) = std::env::var("WARDEN_CRASH_DIR") else {
@@ -58,6 +72,9 @@ fn crash_child() {
             std::thread::spawn(move || {
                 for seq in 0.. {
                     store.append(7, &batch(t, seq)).expect("append");
+                    store
+                        .append_sketches(7, &[sketch(t, seq)])
+                        .expect("append sketch");
                     let mut o = out.lock().expect("stdout");
                     writeln!(o, "ACK {t} {seq}").expect("write");
                     o.flush().expect("flush");
@@ -134,7 +151,28 @@ fn kill_9_during_ingest_loses_no_acknowledged_point() {
                 pts.iter().map(|p| (p.timestamp, p.value)).collect();
             by_host.insert(s.host.clone(), m);
         }
+        // Sketches: every acknowledged one present exactly once (a WAL replayed on top of a
+        // segment that already holds it would merge it twice).
+        let dist = store.find_series(
+            7,
+            "crash.dist",
+            &TagFilter::Eq("thread".into(), t.to_string()),
+        );
+        let sketches: std::collections::HashMap<i64, u64> = match dist.first() {
+            Some(d) => store
+                .read_sketches(7, d.id, BASE, BASE + 10_000_000)
+                .expect("sketches")
+                .into_iter()
+                .map(|(ts, s)| (ts, s.count()))
+                .collect(),
+            None => Default::default(),
+        };
         for &(_, seq) in acks.iter().filter(|a| a.0 == t) {
+            assert_eq!(
+                sketches.get(&(BASE + seq as i64)),
+                Some(&1),
+                "acknowledged sketch thread {t} seq {seq} missing or merged twice"
+            );
             for h in 0..HOSTS {
                 let pts = by_host
                     .get(&format!("h{h}"))
