@@ -207,7 +207,10 @@ pub(crate) fn rewrap_file(path: &Path, from: &Keyring, to: &MasterKey) -> Result
     })?;
     let (live_gen, live_off) = h.slots.first().map(|s| (s.0, s.1)).unwrap_or((0, SLOT_B));
     let target = if live_off == SLOT_A { SLOT_B } else { SLOT_A };
-    file.write_all_at(&slot_bytes(live_gen + 1, &w), target as u64)
+    let next_gen = live_gen
+        .checked_add(1)
+        .ok_or_else(|| corrupt("key slot generation exhausted"))?;
+    file.write_all_at(&slot_bytes(next_gen, &w), target as u64)
         .map_err(io_err(path))?;
     file.sync_data().map_err(io_err(path))?;
     Ok(true)

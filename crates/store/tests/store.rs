@@ -892,3 +892,51 @@ fn background_job_flushes_and_enforces_retention() {
     }
     store.close().expect("close");
 }
+
+#[test]
+fn torn_wal_tail_is_truncated_and_earlier_records_survive() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let clock = Arc::new(ManualClock::new(T0 + 3600));
+    {
+        let store = Store::open(dir.path(), opts(&clock)).expect("open");
+        for i in 0..3 {
+            store
+                .append(1, &[gauge("w", &[], "", &[(T0 + i, i as f64)])])
+                .expect("append");
+        }
+    }
+    // A write cut short by a crash: half a record header and some bytes at the end.
+    let mut wals = all_files(&dir.path().join("wal"));
+    wals.sort();
+    let wal = wals
+        .iter()
+        .max_by_key(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0))
+        .expect("a WAL file")
+        .clone();
+    let len_before = std::fs::metadata(&wal).expect("meta").len();
+    {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&wal)
+            .expect("open wal");
+        f.write_all(&[200, 1, 0, 0, 7, 7, 7, 7, 1, 2, 3])
+            .expect("write");
+    }
+    let store = Store::open(dir.path(), opts(&clock)).expect("reopen with torn tail");
+    assert_eq!(std::fs::metadata(&wal).expect("meta").len(), len_before);
+    let id = store.find_series(1, "w", &TagFilter::All)[0].id;
+    let vals: Vec<f64> = store
+        .read(1, id, T0, T0 + 10)
+        .expect("read")
+        .iter()
+        .map(|p| p.value)
+        .collect();
+    assert_eq!(vals, vec![0.0, 1.0, 2.0]);
+    store
+        .append(1, &[gauge("w", &[], "", &[(T0 + 5, 5.0)])])
+        .expect("append after recovery");
+    drop(store);
+    let store = Store::open(dir.path(), opts(&clock)).expect("reopen again");
+    assert_eq!(store.read(1, id, T0, T0 + 10).expect("read").len(), 4);
+}
