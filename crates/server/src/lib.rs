@@ -27,7 +27,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::service::service_fn;
@@ -502,6 +502,26 @@ fn auth_app(state: &AppState, req: &Request<Incoming>) -> Result<Principal, ApiE
     }
 }
 
+/// Most bytes read and discarded after a body is found too large, so the client (which is
+/// still sending) gets to read the 413 instead of a connection reset.
+const DRAIN_CAP: usize = 64 * 1024 * 1024;
+
+/// Reads and discards up to [`DRAIN_CAP`] bytes of `body` (at most 10 s).
+async fn drain(mut body: Incoming) {
+    let work = async {
+        let mut n = 0usize;
+        while let Some(Ok(frame)) = body.frame().await {
+            if let Some(d) = frame.data_ref() {
+                n += d.len();
+                if n > DRAIN_CAP {
+                    break;
+                }
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(10), work).await;
+}
+
 /// Reads the body within `limit` and decompresses it.
 async fn read_body(req: Request<Incoming>, limit: BodyLimit) -> Result<Vec<u8>, ApiError> {
     let too_large = || {
@@ -513,24 +533,37 @@ async fn read_body(req: Request<Incoming>, limit: BodyLimit) -> Result<Vec<u8>, 
             ),
         )
     };
-    if let Some(len) = header_str(req.headers(), "content-length") {
-        match len.parse::<u64>() {
-            Ok(n) if n > limit.compressed as u64 => return Err(too_large()),
-            Ok(_) => {}
+    let declared = match header_str(req.headers(), "content-length") {
+        Some(len) => match len.parse::<u64>() {
+            Ok(n) => Some(n),
             Err(_) => return Err(ApiError::new(400, "invalid Content-Length")),
+        },
+        None => None,
+    };
+    let encoding = header_str(req.headers(), "content-encoding").map(str::to_owned);
+    let mut body = req.into_body();
+    if declared.is_some_and(|n| n > limit.compressed as u64) {
+        drain(body).await;
+        return Err(too_large());
+    }
+    let mut buf = Vec::with_capacity(declared.unwrap_or(0) as usize);
+    loop {
+        match body.frame().await {
+            None => break,
+            Some(Ok(frame)) => {
+                if let Some(d) = frame.data_ref() {
+                    if buf.len() + d.len() > limit.compressed {
+                        drain(body).await;
+                        return Err(too_large());
+                    }
+                    buf.extend_from_slice(d);
+                }
+            }
+            Some(Err(e)) => return Err(ApiError::new(400, format!("cannot read body: {e}"))),
         }
     }
-    let encoding = header_str(req.headers(), "content-encoding").map(str::to_owned);
-    let body = match Limited::new(req.into_body(), limit.compressed)
-        .collect()
-        .await
-    {
-        Ok(c) => c.to_bytes(),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => return Err(too_large()),
-        Err(e) => return Err(ApiError::new(400, format!("cannot read body: {e}"))),
-    };
     let raw = tokio::task::spawn_blocking(move || {
-        intake::decompress(encoding.as_deref(), &body, limit.decompressed)
+        intake::decompress(encoding.as_deref(), &buf, limit.decompressed)
     })
     .await
     .map_err(|_| ApiError::new(500, "decompression task failed"))??;
