@@ -551,6 +551,9 @@ struct DefIn<'a> {
 
 struct Batch {
     ticket: u64,
+    /// The appending thread sleeps on its own condvar (with the commit mutex), so a finished
+    /// group wakes exactly its members and the next leader, not every waiting writer.
+    waker: Arc<Condvar>,
     payload: Vec<u8>,
     /// `(series id, ts, value)`, runs of one series contiguous.
     points: Vec<(u64, i64, f64)>,
@@ -932,10 +935,15 @@ impl Inner {
     // -------------------------------------------------------------- group commit
 
     fn commit(&self, batch: Batch) -> Result<(), StoreError> {
+        let waker = Arc::new(Condvar::new());
         let mut c = lock(&self.commit);
         let ticket = c.next_ticket;
         c.next_ticket += 1;
-        c.queue.push(Batch { ticket, ..batch });
+        c.queue.push(Batch {
+            ticket,
+            waker: waker.clone(),
+            ..batch
+        });
         loop {
             if c.done > ticket {
                 return Ok(());
@@ -944,12 +952,13 @@ impl Inner {
                 return Err(StoreError::Poisoned);
             }
             if c.leader || c.rotating {
-                c = self.commit_cv.wait(c).unwrap_or_else(|p| p.into_inner());
+                c = waker.wait(c).unwrap_or_else(|p| p.into_inner());
                 continue;
             }
             c.leader = true;
             let group = std::mem::take(&mut c.queue);
             let last = group.last().map_or(ticket, |b| b.ticket);
+            let wakers: Vec<Arc<Condvar>> = group.iter().map(|b| b.waker.clone()).collect();
             let Some(mut wal) = c.wal.take() else {
                 c.leader = false;
                 self.poisoned.store(true, Ordering::SeqCst);
@@ -960,16 +969,28 @@ impl Inner {
             c = lock(&self.commit);
             c.wal = Some(wal);
             c.leader = false;
+            for w in &wakers {
+                w.notify_one();
+            }
+            // Flush may be waiting for the leader to finish.
+            self.commit_cv.notify_all();
             match res {
-                Ok(()) => c.done = last + 1,
+                Ok(()) => {
+                    c.done = last + 1;
+                    // Hand leadership to the first writer that queued meanwhile.
+                    if let Some(next) = c.queue.first() {
+                        next.waker.notify_one();
+                    }
+                }
                 Err(e) => {
                     tracing::error!(error = %e, "WAL write failed; store is now read-only");
                     self.poisoned.store(true, Ordering::SeqCst);
-                    self.commit_cv.notify_all();
+                    for b in &c.queue {
+                        b.waker.notify_one();
+                    }
                     return Err(e);
                 }
             }
-            self.commit_cv.notify_all();
         }
     }
 
@@ -1129,7 +1150,9 @@ impl Inner {
             *fz = Some(h.clone());
             drop(fz);
             c.rotating = false;
-            self.commit_cv.notify_all();
+            if let Some(next) = c.queue.first() {
+                next.waker.notify_one();
+            }
             (h, defs, old_wals)
         };
         self.flushes.fetch_add(1, Ordering::Relaxed);
@@ -1822,6 +1845,7 @@ impl Store {
         }
         inner.commit(Batch {
             ticket: 0,
+            waker: Arc::default(),
             payload,
             points,
             sketches: Vec::new(),
@@ -1879,6 +1903,7 @@ impl Store {
         }
         inner.commit(Batch {
             ticket: 0,
+            waker: Arc::default(),
             payload,
             points: Vec::new(),
             sketches,
