@@ -31,7 +31,7 @@ use crate::StoreError;
 use crate::codec::{Reader, corrupt, put_uvarint};
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use warden_crypto::{DataKey, Keyring, MasterKey, WRAPPED_LEN, WrappedKey};
 
@@ -250,7 +250,13 @@ impl ContainerWriter {
         let w = keyring
             .wrap(&dek, &dek_context(kind, id))
             .map_err(seal_err(&path))?;
-        let mut file = File::create(&tmp).map_err(io_err(&tmp))?;
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(io_err(&tmp))?;
         file.write_all(&header(kind, id, &w))
             .map_err(io_err(&tmp))?;
         Ok(Self {
@@ -428,6 +434,7 @@ impl WalWriter {
         let mut file = OpenOptions::new()
             .create_new(true)
             .write(true)
+            .mode(0o600)
             .open(&path)
             .map_err(io_err(&path))?;
         file.write_all(&header(Kind::Wal, id, &w))

@@ -1646,7 +1646,13 @@ impl Store {
         let data_dir = dir.join("data");
         let wal_dir = dir.join("wal");
         for d in [dir, &data_dir, &wal_dir] {
-            std::fs::create_dir_all(d).map_err(io_err(d))?;
+            // Owner-only: the contents are encrypted, but names and sizes are nobody's business.
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(d)
+                .map_err(io_err(d))?;
         }
         let key = opts.master_key.load(dir)?;
         let mut keyring = Keyring::new(key.clone());
