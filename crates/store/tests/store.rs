@@ -117,6 +117,20 @@ fn data_at_rest_is_encrypted_wal_index_and_segments() {
         n >= 4,
         "expected key, WAL, index and segment files, got {n}"
     );
+    // Everything is owner-only.
+    use std::os::unix::fs::PermissionsExt;
+    for f in all_files(dir.path()) {
+        let mode = std::fs::metadata(&f).expect("meta").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{} has mode {mode:o}", f.display());
+    }
+    for d in ["data", "wal", "keys", ""] {
+        let mode = std::fs::metadata(dir.path().join(d))
+            .expect("meta")
+            .permissions()
+            .mode()
+            & 0o777;
+        assert!(mode == 0o700 || d.is_empty(), "{d} has mode {mode:o}");
+    }
     let found = store.find_series(1, name, &TagFilter::All);
     assert_eq!(found.len(), 1);
     assert_eq!(found[0].host, host);
