@@ -55,6 +55,7 @@
 //! from `spawn_blocking` or a dedicated thread.
 
 mod codec;
+mod dirlock;
 mod files;
 mod index;
 
@@ -98,6 +99,8 @@ pub enum StoreError {
     NotFound { org: u64, id: u64 },
     #[error("store is read-only after a failed WAL write; restart to recover from the WAL")]
     Poisoned,
+    #[error("store directory {0} is in use by another process (LOCK held)")]
+    Locked(PathBuf),
 }
 
 /// Current time in UNIX seconds; injectable so retention can be tested without waiting.
@@ -606,6 +609,7 @@ struct Inner {
 /// The store. See the crate docs.
 pub struct Store {
     inner: Arc<Inner>,
+    _lock: dirlock::DirLock,
     bg: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -1654,6 +1658,7 @@ impl Store {
                 .create(d)
                 .map_err(io_err(d))?;
         }
+        let lock = dirlock::DirLock::acquire(dir)?;
         let key = opts.master_key.load(dir)?;
         let mut keyring = Keyring::new(key.clone());
         for k in &opts.previous_master_keys {
@@ -1791,7 +1796,11 @@ impl Store {
         } else {
             None
         };
-        Ok(Store { inner, bg })
+        Ok(Store {
+            inner,
+            _lock: lock,
+            bg,
+        })
     }
 
     /// Appends points; returns once they are durable (see [`FsyncPolicy`]). Points with

@@ -954,3 +954,14 @@ fn torn_wal_tail_is_truncated_and_earlier_records_survive() {
     let store = Store::open(dir.path(), opts(&clock)).expect("reopen again");
     assert_eq!(store.read(1, id, T0, T0 + 10).expect("read").len(), 4);
 }
+
+#[test]
+fn a_second_open_of_the_same_directory_is_refused() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let clock = Arc::new(ManualClock::new(T0));
+    let store = Store::open(dir.path(), opts(&clock)).expect("open");
+    let err = Store::open(dir.path(), opts(&clock)).expect_err("second open must fail");
+    assert!(matches!(err, StoreError::Locked(_)), "{err}");
+    drop(store);
+    Store::open(dir.path(), opts(&clock)).expect("open after the first one closed");
+}
