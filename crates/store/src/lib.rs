@@ -11,6 +11,7 @@
 //! * `wal/<id>.wal` — write-ahead log; every record sealed (AES-256-GCM) under the file's DEK.
 //! * `data/<id>.seg` — immutable block containers: series index files and raw / rollup / sketch
 //!   segments, each with its own DEK wrapped in its header (see `files.rs`).
+//! * `LOCK` — `flock`ed while the store is open ([`StoreError::Locked`] for a second opener).
 //!
 //! # Write path and durability
 //!
