@@ -1,0 +1,178 @@
+//! Overhead of app protection on a trivial handler, over real loopback HTTP, in one run.
+//!
+//! Three axum servers in this process answer every request with `ok`: one bare, one behind
+//! the `warden-appsec` layer with ruleset 1.18.2 (block mode by default), and one behind the
+//! layer with a one-rule ruleset that never matches (the layer's own cost: body buffering,
+//! address building, context, response inspection; almost no WAF work). A client thread
+//! replays the benign corpus over one keep-alive connection per server, rotating servers
+//! request by request so all see the same machine load, and prints p50/p99 latency of each
+//! and of the per-request differences to the bare server.
+//!
+//! ```text
+//! cargo run -p warden-appsec --release --example overhead_bench -- [--rounds 3] [--mode block|monitor]
+//! ```
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::io::{BufReader, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::{ConnectInfo, MatchedPath};
+use warden_appsec::{Appsec, Config, Mode};
+
+fn pct(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+fn summary(name: &str, mut v: Vec<f64>) -> (f64, f64) {
+    v.sort_by(f64::total_cmp);
+    let mean = v.iter().sum::<f64>() / v.len() as f64;
+    let (p50, p99) = (pct(&v, 0.5), pct(&v, 0.99));
+    println!(
+        "{name:<28} n={:<6} mean={mean:>8.1} µs  p50={p50:>8.1} µs  p99={p99:>8.1} µs",
+        v.len()
+    );
+    (p50, p99)
+}
+
+async fn serve(app: Router) -> std::io::Result<u16> {
+    let l = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
+    let port = l.local_addr()?.port();
+    tokio::spawn(async move {
+        let _ = axum::serve(l, app.into_make_service_with_connect_info::<SocketAddr>()).await;
+    });
+    Ok(port)
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let mut rounds = 3usize;
+    let mut mode = Mode::Block;
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--rounds" => rounds = args.next().ok_or("--rounds N")?.parse()?,
+            "--mode" => {
+                mode = args
+                    .next()
+                    .ok_or("--mode block|monitor")?
+                    .parse()
+                    .map_err(|()| "--mode block|monitor")?
+            }
+            other => return Err(format!("unknown argument {other}").into()),
+        }
+    }
+    let cfg = Config {
+        enabled: true,
+        mode,
+        rules_path: Some(common::shared("datadog-rules-1.18.2.json")),
+        ..Config::default()
+    };
+    let build = |cfg: Config, rules: Option<String>| {
+        let mut b = Appsec::builder(cfg)
+            .route_template(|ext| ext.get::<MatchedPath>().map(|m| m.as_str().to_string()))
+            .peer_addr(|ext| ext.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip()));
+        if let Some(r) = rules {
+            b = b.rules_json(r);
+        }
+        b.build()
+    };
+    let appsec = build(cfg.clone(), None)?;
+    let minimal = serde_json::json!({
+        "version": "2.2",
+        "rules": [{"id": "never", "name": "never matches", "tags": {"type": "none", "category": "none"},
+                   "conditions": [{"operator": "match_regex", "parameters": {
+                       "inputs": [{"address": "server.request.query", "key_path": ["warden-bench-never"]}],
+                       "regex": "^never$"}}]}]
+    });
+    let layer_only = build(cfg, Some(minimal.to_string()))?;
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    let trivial = || Router::new().fallback(|| async { "ok" });
+    let (bare, protected, light) = rt.block_on(async {
+        let a = serve(trivial()).await?;
+        let b = serve(trivial().layer(appsec.layer())).await?;
+        let c = serve(trivial().layer(layer_only.layer())).await?;
+        Ok::<_, std::io::Error>((a, b, c))
+    })?;
+
+    let reqs: Vec<common::HttpReq> = common::read_jsonl("benign-faker.jsonl")
+        .iter()
+        .filter_map(common::to_http)
+        .collect();
+    let mut ca = TcpStream::connect(("127.0.0.1", bare))?;
+    let mut cb = TcpStream::connect(("127.0.0.1", protected))?;
+    let mut cc = TcpStream::connect(("127.0.0.1", light))?;
+    ca.set_nodelay(true)?;
+    cb.set_nodelay(true)?;
+    cc.set_nodelay(true)?;
+    let mut ra = BufReader::new(ca.try_clone()?);
+    let mut rb = BufReader::new(cb.try_clone()?);
+    let mut rc = BufReader::new(cc.try_clone()?);
+    let wa: Vec<Vec<u8>> = reqs.iter().map(|r| r.to_bytes(bare, true)).collect();
+    let wb: Vec<Vec<u8>> = reqs.iter().map(|r| r.to_bytes(protected, true)).collect();
+    let wc: Vec<Vec<u8>> = reqs.iter().map(|r| r.to_bytes(light, true)).collect();
+
+    let one = |w: &mut TcpStream, r: &mut BufReader<TcpStream>, bytes: &[u8]| {
+        let t = Instant::now();
+        w.write_all(bytes)?;
+        let resp = common::read_response(r)?;
+        let us = t.elapsed().as_secs_f64() * 1e6;
+        if resp.status != 200 {
+            return Err(std::io::Error::other(format!("status {}", resp.status)));
+        }
+        Ok::<f64, std::io::Error>(us)
+    };
+    // Warm-up: one pass each (connections, allocator, caches).
+    for i in 0..reqs.len() {
+        one(&mut ca, &mut ra, &wa[i])?;
+        one(&mut cb, &mut rb, &wb[i])?;
+        one(&mut cc, &mut rc, &wc[i])?;
+    }
+    let (mut la, mut lb, mut lc) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut db, mut dc) = (Vec::new(), Vec::new());
+    for round in 0..rounds {
+        for i in 0..reqs.len() {
+            // Rotate which server goes first so none is favoured.
+            let mut t = [0.0f64; 3];
+            for k in 0..3 {
+                let s = (i + round + k) % 3;
+                t[s] = match s {
+                    0 => one(&mut ca, &mut ra, &wa[i])?,
+                    1 => one(&mut cb, &mut rb, &wb[i])?,
+                    _ => one(&mut cc, &mut rc, &wc[i])?,
+                };
+            }
+            la.push(t[0]);
+            lb.push(t[1]);
+            lc.push(t[2]);
+            db.push(t[1] - t[0]);
+            dc.push(t[2] - t[0]);
+        }
+    }
+    println!(
+        "benign corpus: {} requests x {rounds} rounds, mode {mode:?}, ruleset 1.18.2, 1 server worker thread",
+        reqs.len()
+    );
+    let (a50, a99) = summary("without layer", la);
+    let (b50, b99) = summary("layer, ruleset 1.18.2", lb);
+    let (c50, c99) = summary("layer, never-matching rule", lc);
+    let (d50, d99) = summary("added (1.18.2)", db);
+    let (e50, e99) = summary("added (layer only)", dc);
+    println!(
+        "added by the layer with ruleset 1.18.2: p50 {d50:.1} µs (p50 {a50:.1} -> {b50:.1}), p99 {d99:.1} µs (p99 {a99:.1} -> {b99:.1})"
+    );
+    println!(
+        "added by the layer itself (never-matching rule): p50 {e50:.1} µs (p50 {a50:.1} -> {c50:.1}), p99 {e99:.1} µs (p99 {a99:.1} -> {c99:.1}); goal <= 30 µs p50"
+    );
+    Ok(())
+}
