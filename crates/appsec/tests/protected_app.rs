@@ -471,6 +471,19 @@ fn blocking_responses_follow_accept_and_configured_status() {
 }
 
 #[test]
+fn path_params_from_the_route_template_are_inspected() {
+    let a = app("block", &[]);
+    let xss = "%3Cscript%3Ealert(document.cookie)%3C%2Fscript%3E";
+    // Not routed with a parameter: the payload is only in the (encoded) raw URI.
+    assert_eq!(get(a.port, &format!("/nothing/{xss}"), &[]).status, 200);
+    // `/users/{id}`: the decoded `id` reaches the WAF as a path param.
+    let before = a.handled();
+    assert_eq!(get(a.port, &format!("/users/{xss}"), &[]).status, 403);
+    assert_eq!(a.handled(), before);
+    assert_eq!(get(a.port, "/users/42", &[]).text(), "user 42\n");
+}
+
+#[test]
 fn redirect_actions_are_honoured() {
     let doc = serde_json::json!({
         "version": "2.2",
