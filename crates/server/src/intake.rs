@@ -464,7 +464,7 @@ fn tags_of(obj: &serde_json::Map<String, Value>, path: &str) -> R<Vec<String>> {
     }
 }
 
-fn series_array<'a>(doc: &'a Value) -> R<&'a Vec<Value>> {
+fn series_array(doc: &Value) -> R<&Vec<Value>> {
     let root = as_obj("body", doc)?;
     let series = req(root, "body", "series")?;
     let a = as_arr("series", series)?;

@@ -1,5 +1,6 @@
 //! `kill -9` of `warden server` during sustained ingest: after a restart on the same data
 //! directory, every point that was answered 202 is there, with its exact value.
+#![allow(clippy::unwrap_used)]
 
 mod server_support;
 

@@ -1,6 +1,7 @@
 //! Malformed and hostile intake payloads against the real `warden server` over TLS: every one
 //! gets a 4xx with a message naming what is wrong, HSTS is on every answer, nothing from a
 //! refused payload is stored, and a good series written first is still queryable after.
+#![allow(clippy::unwrap_used)]
 
 mod server_support;
 

@@ -2,6 +2,7 @@
 //! the real `warden server` over TLS, with only the host, the CA file and the keys changed:
 //! `MetricsApi.submit_metrics` (v2) then `MetricsApi.query_metrics` (v1) must return exactly the
 //! values submitted.
+#![allow(clippy::unwrap_used)]
 
 mod server_support;
 mod support;

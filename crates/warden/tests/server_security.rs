@@ -2,6 +2,7 @@
 //! under the data directory (store, WAL, SQLite), orgs are isolated, revoked keys stop working
 //! on the next request, TLS version floors hold, HSTS is on every response, plaintext HTTP
 //! needs an explicit flag and says so.
+#![allow(clippy::unwrap_used)]
 
 mod server_support;
 

@@ -1,6 +1,7 @@
 //! `warden up` end to end: one command starts the server and an embedded agent; DogStatsD
 //! sent to the agent reaches the server over TLS (trusting the server's generated CA) and is
 //! queried back through `/api/v1/query` and `warden query`.
+#![allow(clippy::unwrap_used)]
 
 mod server_support;
 

@@ -1,7 +1,7 @@
 //! Helpers for the `server_*` tests: run the real `warden server` / `warden up` binary on a
 //! free port, make keys with `warden keys create`, talk HTTPS with reqwest trusting the
 //! server's generated CA.
-#![allow(dead_code, unreachable_pub)]
+#![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
