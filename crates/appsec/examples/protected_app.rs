@@ -18,6 +18,7 @@
 //! | `POST /login` | user tracking | form `user`, `password` (`track_login_*`) |
 //! | `GET /me` | user denylist | `x-user` header as the authenticated user (`set_user`) |
 //! | `GET /users/{id}` | path params | echoes the id |
+//! | `GET /gone/{*path}` | response inspection | always 404 (scanner probes are seen on the response) |
 //! | `GET /__stats` | test support | how many handler bodies ran |
 //! | `GET /__reports` | test support | app protection reports since the last call (drained) |
 //! | anything else | fallback | counts and answers 200 |
@@ -222,6 +223,11 @@ async fn user(State(app): State<App>, Path(id): Path<String>) -> String {
     format!("user {id}\n")
 }
 
+async fn gone(State(app): State<App>) -> (StatusCode, &'static str) {
+    app.count();
+    (StatusCode::NOT_FOUND, "not found\n")
+}
+
 async fn stats(State(app): State<App>) -> axum::Json<serde_json::Value> {
     axum::Json(json!({ "handled": app.handled.load(Ordering::SeqCst) }))
 }
@@ -290,6 +296,7 @@ async fn serve() -> Result<(), Box<dyn std::error::Error>> {
         .route("/login", post(login))
         .route("/me", get(me))
         .route("/users/{id}", get(user))
+        .route("/gone/{*path}", get(gone))
         .fallback(fallback)
         .layer(appsec.layer())
         // Added after the layer: not protected, so reading it never changes what it counts.

@@ -58,6 +58,7 @@ impl FromStr for Mode {
 pub struct Limits {
     /// Request bodies larger than this are not buffered: with a `Content-Length` above it the
     /// body passes through uninspected; a chunked body that grows past it gets a 413.
+    /// 0 turns body inspection off (bodies pass through untouched).
     pub max_body_bytes: usize,
     pub max_depth: usize,
     pub max_container_size: usize,

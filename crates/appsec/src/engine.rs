@@ -87,6 +87,8 @@ pub struct RequestReport {
     pub events: Vec<Event>,
     /// Span tags from user tracking (`usr.id`, `appsec.events.users.login.success.track`, ...).
     pub tags: BTreeMap<String, String>,
+    /// WAF attributes (fingerprints such as `_dd.appsec.fp.http.header`, rule outputs).
+    pub attributes: serde_json::Map<String, Value>,
     pub waf_duration_ns: u64,
     pub waf_timeouts: u32,
     pub trace: TraceLink,
@@ -379,6 +381,7 @@ pub(crate) struct ReqMut {
     pub(crate) ctx: Context,
     pub(crate) events: Vec<Event>,
     pub(crate) tags: BTreeMap<String, String>,
+    pub(crate) attributes: serde_json::Map<String, Value>,
     pub(crate) blocked: Option<Blocked>,
     pub(crate) waf_ns: u64,
     pub(crate) timeouts: u32,
@@ -417,6 +420,7 @@ impl RequestHandle {
                     ctx,
                     events: Vec::new(),
                     tags: BTreeMap::new(),
+                    attributes: serde_json::Map::new(),
                     blocked: None,
                     waf_ns: 0,
                     timeouts: 0,
@@ -474,6 +478,7 @@ impl RequestHandle {
         }
         let verdict = decide(self.st.appsec.cfg.mode, &res);
         m.events.extend(res.events);
+        m.attributes.extend(res.derivatives);
         if let Some(b) = verdict {
             m.blocked = Some(b.clone());
             return Err(b);

@@ -253,12 +253,13 @@ where
         (
             std::mem::take(&mut g.events),
             std::mem::take(&mut g.tags),
+            std::mem::take(&mut g.attributes),
             g.blocked.clone(),
             g.waf_ns,
             g.timeouts,
         )
     };
-    let (events, tags, blocked, waf_ns, timeouts) = m;
+    let (events, tags, attributes, blocked, waf_ns, timeouts) = m;
     if !events.is_empty() || !tags.is_empty() || blocked.is_some() {
         app.sink.report(RequestReport {
             method,
@@ -269,6 +270,7 @@ where
             blocked,
             events,
             tags,
+            attributes,
             waf_duration_ns: waf_ns,
             waf_timeouts: timeouts,
             trace,

@@ -484,6 +484,31 @@ fn path_params_from_the_route_template_are_inspected() {
 }
 
 #[test]
+fn responses_are_inspected_after_the_handler() {
+    // nfd-000-005: a 404 on a `.sql` path is a scanner probe; known only from the response.
+    let monitor = app("monitor", &[]);
+    let r = get(monitor.port, "/gone/backup.sql", &[]);
+    assert_eq!(r.status, 404);
+    let reports = monitor.reports();
+    assert_eq!(reports.len(), 1, "{reports:?}");
+    assert!(
+        reports[0]["rules"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|r| r == "nfd-000-005")),
+        "{reports:?}"
+    );
+    assert!(get(monitor.port, "/gone/nothing", &[]).status == 404);
+    assert!(monitor.reports().is_empty(), "a plain 404 is not a probe");
+
+    let block = app("block", &[]);
+    let before = block.handled();
+    let r = get(block.port, "/gone/backup.sql", &[]);
+    assert_eq!(r.status, 403, "response-phase block replaces the 404");
+    assert!(security_response_id(&r).is_some());
+    assert_eq!(block.handled(), before + 1, "the handler had run");
+}
+
+#[test]
 fn redirect_actions_are_honoured() {
     let doc = serde_json::json!({
         "version": "2.2",
