@@ -51,6 +51,8 @@ impl EventSink for Recorder {
             "security_response_id": r.blocked.as_ref().map(|b| b.request_id.clone()),
             "rules": r.events.iter().map(|e| e.rule.id.clone()).collect::<Vec<_>>(),
             "tags": r.tags,
+            "traceparent": r.trace.traceparent,
+            "datadog_trace_id": r.trace.datadog_trace_id,
         });
         let mut g = self.0.lock().unwrap_or_else(|p| p.into_inner());
         if g.len() >= 10_000 {

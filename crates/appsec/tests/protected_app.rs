@@ -441,7 +441,12 @@ fn blocking_responses_follow_accept_and_configured_status() {
     let a = app("block", &[("WARDEN_APPSEC_BLOCK_STATUS", "451")]);
     let attack = "/hello?name=%3Cscript%3Ealert(document.cookie)%3C%2Fscript%3E";
     let before = a.handled();
-    let r = get(a.port, attack, &[]);
+    let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let r = get(
+        a.port,
+        attack,
+        &[("traceparent", tp), ("x-datadog-trace-id", "1234567890")],
+    );
     assert_eq!(r.status, 451);
     assert_eq!(r.header("content-type"), Some("application/json"));
     let id = security_response_id(&r).expect("id");
@@ -466,6 +471,8 @@ fn blocking_responses_follow_accept_and_configured_status() {
     let reports = a.reports();
     assert_eq!(reports[0]["security_response_id"], id);
     assert_eq!(reports[0]["status"], 451);
+    assert_eq!(reports[0]["traceparent"], tp, "report linked to the trace");
+    assert_eq!(reports[0]["datadog_trace_id"], "1234567890");
     let rule = reports[0]["blocked_by"].as_str().expect("blocked_by");
     assert!(rule.starts_with("crs-941-"), "an XSS rule blocked: {rule}");
 }
