@@ -309,7 +309,11 @@ impl Drop for Server {
 
 async fn accept_loop(listener: TcpListener, tls: Option<TlsAcceptor>, state: Arc<AppState>) {
     let mut conns = tokio::task::JoinSet::new();
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
+        let Ok(permit) = slots.clone().acquire_owned().await else {
+            return;
+        };
         tokio::select! {
             accepted = listener.accept() => {
                 let (stream, peer) = match accepted {
@@ -324,6 +328,7 @@ async fn accept_loop(listener: TcpListener, tls: Option<TlsAcceptor>, state: Arc
                 let tls = tls.clone();
                 let state = state.clone();
                 conns.spawn(async move {
+                    let _permit = permit;
                     let svc = service_fn(move |req| handle(state.clone(), req));
                     let mut http = hyper::server::conn::http1::Builder::new();
                     http.timer(hyper_util::rt::TokioTimer::new())
@@ -502,6 +507,11 @@ fn auth_app(state: &AppState, req: &Request<Incoming>) -> Result<Principal, ApiE
     }
 }
 
+/// Longest time a request body may take to arrive.
+const BODY_TIMEOUT: Duration = Duration::from_secs(60);
+/// Connections served at once; further ones wait in the listen backlog.
+const MAX_CONNECTIONS: usize = 1024;
+
 /// Most bytes read and discarded after a body is found too large, so the client (which is
 /// still sending) gets to read the 413 instead of a connection reset.
 const DRAIN_CAP: usize = 64 * 1024 * 1024;
@@ -547,8 +557,22 @@ async fn read_body(req: Request<Incoming>, limit: BodyLimit) -> Result<Vec<u8>, 
         return Err(too_large());
     }
     let mut buf = Vec::with_capacity(declared.unwrap_or(0) as usize);
+    // A client trickling its body must not hold a connection forever.
+    let deadline = tokio::time::Instant::now() + BODY_TIMEOUT;
     loop {
-        match body.frame().await {
+        let next = match tokio::time::timeout_at(deadline, body.frame()).await {
+            Ok(f) => f,
+            Err(_) => {
+                return Err(ApiError::new(
+                    408,
+                    format!(
+                        "request body not received within {} s",
+                        BODY_TIMEOUT.as_secs()
+                    ),
+                ));
+            }
+        };
+        match next {
             None => break,
             Some(Ok(frame)) => {
                 if let Some(d) = frame.data_ref() {
