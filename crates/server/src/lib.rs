@@ -39,6 +39,7 @@ use warden_store::{Store, StoreError, StoreOptions};
 
 pub use intake::Limits;
 pub use keys::{KeyInfo, KeyKind, KeyStore, NewKey, Principal};
+pub use warden_store::{FsyncPolicy, MasterKeySource, StoreOptions as StoreConfig};
 
 /// `Strict-Transport-Security` sent on every response.
 pub const HSTS: &str = "max-age=31536000; includeSubDomains";

@@ -53,6 +53,17 @@ pub(crate) struct ServerArgs {
     /// Serve plain HTTP instead of HTTPS. Keys and data cross the network in clear text.
     #[arg(long, conflicts_with_all = ["tls_cert", "tls_key"])]
     pub(crate) insecure_http: bool,
+    /// Master key file (0600/0400) for the store's encryption at rest, kept off the data disk;
+    /// default: DIR/store/keys/master.key, created on first start.
+    #[arg(long, value_name = "FILE", conflicts_with = "master_key_env")]
+    pub(crate) master_key_file: Option<PathBuf>,
+    /// Environment variable holding the master key (hex, `v<N>:<hex>` or the key file format).
+    #[arg(long, value_name = "VAR")]
+    pub(crate) master_key_env: Option<String>,
+    /// Days of full-resolution data kept (older data survives as 1-minute rollups); intake
+    /// refuses points older than this.
+    #[arg(long, value_name = "DAYS", default_value_t = 457, value_parser = clap::value_parser!(u64).range(1..=36_500))]
+    pub(crate) retention_raw_days: u64,
 }
 
 fn server_options(a: &ServerArgs, data_dir: &Path) -> ServerOptions {
@@ -70,6 +81,14 @@ fn server_options(a: &ServerArgs, data_dir: &Path) -> ServerOptions {
         }
     };
     o.tls13_only = a.tls_min_version == "1.3";
+    if let Some(f) = &a.master_key_file {
+        o.store.master_key = warden_server::MasterKeySource::File(f.clone());
+    } else if let Some(v) = &a.master_key_env {
+        o.store.master_key = warden_server::MasterKeySource::Env(v.clone());
+    }
+    o.store.retention_raw = std::time::Duration::from_secs(a.retention_raw_days * 86_400);
+    o.store.retention_rollup = o.store.retention_rollup.max(o.store.retention_raw);
+    o.limits.max_age_secs = (a.retention_raw_days * 86_400) as i64;
     o
 }
 

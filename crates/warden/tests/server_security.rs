@@ -348,3 +348,67 @@ async fn tls_floor_hsts_everywhere_and_loud_plain_http() {
     let log = plain.log_text();
     assert!(log.contains("PLAIN HTTP"), "{log}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn external_master_key_and_retention_flag() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let key_file = tmp.path().join("master.key");
+    std::fs::write(&key_file, "ab".repeat(32)).unwrap();
+    std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let port = free_tcp_port();
+    let key_arg = key_file.display().to_string();
+    let args = ["--master-key-file", &key_arg, "--retention-raw-days", "1"];
+    let server = ServerProc::start(&dir, port, &args);
+    assert!(
+        !dir.join("store/keys/master.key").exists(),
+        "a key was written next to the data"
+    );
+    let api = create_key(&dir, "api", "default");
+    let app = create_key(&dir, "app", "default");
+    let c = client(&server.ca_file());
+    let url = server.url();
+    let r = c
+        .post(format!("{url}/api/v1/series"))
+        .header("DD-API-KEY", &api)
+        .header("Content-Type", "application/json")
+        .body(format!(
+            r#"{{"series":[{{"metric":"ret.m","points":[[{},1]]}}]}}"#,
+            now() - 2 * 86_400
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let body = r.text().await.unwrap();
+    assert!(
+        body.contains("older than the raw retention of 24 hours"),
+        "{body}"
+    );
+    assert_eq!(post_v1(&c, &url, &api, "ret.m", 4.0).await, 202);
+    server.stop();
+    // Restarting without the key cannot read the store: it refuses to start.
+    let out = Command::new(BIN)
+        .args([
+            "server",
+            "--listen",
+            &format!("127.0.0.1:{}", free_tcp_port()),
+        ])
+        .arg("--data-dir")
+        .arg(&dir)
+        .env_remove("WARDEN_DATA_DIR")
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "started without the master key");
+    // With it, the data is there.
+    let server = ServerProc::start(&dir, port, &args);
+    let (st, v) = query(&c, &url, &api, &app, "avg:ret.m{*}", now() - 120, now()).await;
+    assert_eq!(st, 200);
+    assert_eq!(
+        points_of(&v).iter().map(|p| p.1).collect::<Vec<_>>(),
+        [4.0],
+        "{v}"
+    );
+    drop(server);
+}
