@@ -196,14 +196,18 @@ fn up_keys(keys: &KeyStore, cred_path: &Path) -> anyhow::Result<(String, String,
 pub(crate) fn up(a: UpArgs) -> anyhow::Result<ExitCode> {
     let data_dir = a.data_dir.clone().unwrap_or_else(default_data_dir);
     let rt = runtime()?;
-    rt.block_on(async move {
+    // Logging first (the server's start-up lines matter); the keys are added to the scrubber
+    // as soon as they are known, before anything could log them.
+    let log_opts = init_logs(&[]);
+    let result = rt.block_on(async move {
         let opts = ServerOptions::new(&data_dir, a.listen);
         let server = Server::start(opts)
             .await
             .with_context(|| format!("starting the server in {}", data_dir.display()))?;
         let cred_path = data_dir.join("credentials.json");
         let (api_key, app_key, fresh) = up_keys(server.keys(), &cred_path)?;
-        let log_opts = init_logs(&[&api_key, &app_key]);
+        let _ = log_opts.scrubber.add_secret(&api_key);
+        let _ = log_opts.scrubber.add_secret(&app_key);
         let url = server.url();
         let ca = server.ca_file().map(Path::to_path_buf);
         let creds = Credentials {
@@ -255,19 +259,32 @@ pub(crate) fn up(a: UpArgs) -> anyhow::Result<ExitCode> {
         let server_task = tokio::spawn(server.run_until(async move {
             let _ = server_stop.wait_for(|s| *s).await;
         }));
-        crate::shutdown_signal().await;
-        let _ = stop_tx.send(true);
-        // The agent flushes to the server first, then the server stops.
-        match agent.await {
-            Ok(Err(e)) => tracing::error!(error = %e, "agent stopped with an error"),
-            Err(e) => tracing::error!(error = %e, "agent task failed"),
-            Ok(Ok(())) => {}
-        }
+        let mut agent = agent;
+        // Either a signal, or the agent failing on its own (e.g. the DogStatsD port is taken).
+        let agent_result = tokio::select! {
+            _ = crate::shutdown_signal() => {
+                let _ = stop_tx.send(true);
+                // The agent flushes to the server first, then the server stops.
+                agent.await
+            }
+            early = &mut agent => early,
+        };
+        let failed = match agent_result {
+            Ok(Err(e)) => Some(format!("the agent stopped: {e}")),
+            Err(e) => Some(format!("the agent task failed: {e}")),
+            Ok(Ok(())) => None,
+        };
         let _ = server_stop_tx.send(true);
         let _ = server_task.await;
-        anyhow::Ok(())
-    })?;
-    Ok(ExitCode::SUCCESS)
+        anyhow::Ok(failed)
+    });
+    match result? {
+        Some(why) => {
+            eprintln!("warden: {why}");
+            Ok(ExitCode::FAILURE)
+        }
+        None => Ok(ExitCode::SUCCESS),
+    }
 }
 
 fn yaml_str(s: &str) -> String {

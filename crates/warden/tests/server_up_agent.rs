@@ -160,3 +160,38 @@ async fn up_runs_server_and_agent_and_dogstatsd_round_trips() {
         "key in logs:\n{all}"
     );
 }
+
+#[test]
+fn up_exits_with_an_error_when_the_agent_cannot_start() {
+    let tmp = tempfile::tempdir().unwrap();
+    // Hold the DogStatsD port so the embedded agent cannot bind it.
+    let taken = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let udp = taken.local_addr().unwrap().port();
+    let mut child = Command::new(BIN)
+        .arg("up")
+        .arg("--data-dir")
+        .arg(tmp.path().join("data"))
+        .args(["--listen", &format!("127.0.0.1:{}", free_tcp_port())])
+        .args(["--dogstatsd-port", &udp.to_string()])
+        .env_remove("WARDEN_DATA_DIR")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("warden up kept running with a dead agent");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(!status.success());
+    assert!(err.contains("warden: the agent stopped"), "{err}");
+    drop(taken);
+}
