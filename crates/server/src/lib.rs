@@ -475,13 +475,13 @@ fn header_str<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
     h.get(name).and_then(|v| v.to_str().ok()).map(str::trim)
 }
 
-/// The org of the request's API key (`DD-API-KEY` header, any case, or `?api_key=`).
-fn auth_api(state: &AppState, req: &Request<Incoming>) -> Result<Principal, ApiError> {
-    let key = header_str(req.headers(), "dd-api-key")
-        .map(str::to_owned)
-        .or_else(|| query_param(req.uri(), "api_key"))
-        .ok_or_else(ApiError::forbidden)?;
-    match state.keys.authenticate(KeyKind::Api, &key) {
+/// Checks one key on a blocking thread (the key database is SQLite).
+async fn check_key(state: &AppState, kind: KeyKind, key: String) -> Result<Principal, ApiError> {
+    let keys = state.keys.clone();
+    let res = tokio::task::spawn_blocking(move || keys.authenticate(kind, &key))
+        .await
+        .map_err(|_| ApiError::new(500, "authentication task failed"))?;
+    match res {
         Ok(Some(p)) => Ok(p),
         Ok(None) => Err(ApiError::forbidden()),
         Err(e) => {
@@ -491,21 +491,27 @@ fn auth_api(state: &AppState, req: &Request<Incoming>) -> Result<Principal, ApiE
     }
 }
 
+/// The org of the request's API key (`DD-API-KEY` header, any case, or `?api_key=`).
+async fn auth_api(state: &AppState, req: &Request<Incoming>) -> Result<Principal, ApiError> {
+    let key = header_str(req.headers(), "dd-api-key")
+        .map(str::to_owned)
+        .or_else(|| query_param(req.uri(), "api_key"))
+        .ok_or_else(ApiError::forbidden)?;
+    check_key(state, KeyKind::Api, key).await
+}
+
 /// API key + application key of the same org (query endpoints).
-fn auth_app(state: &AppState, req: &Request<Incoming>) -> Result<Principal, ApiError> {
-    let api = auth_api(state, req)?;
+async fn auth_app(state: &AppState, req: &Request<Incoming>) -> Result<Principal, ApiError> {
+    let api = auth_api(state, req).await?;
     let key = header_str(req.headers(), "dd-application-key")
         .map(str::to_owned)
         .or_else(|| query_param(req.uri(), "application_key"))
         .ok_or_else(ApiError::forbidden)?;
-    match state.keys.authenticate(KeyKind::App, &key) {
-        Ok(Some(p)) if p.org == api.org => Ok(p),
-        Ok(_) => Err(ApiError::forbidden()),
-        Err(e) => {
-            tracing::error!(error = %e, "key database");
-            Err(ApiError::new(503, "key database unavailable"))
-        }
+    let app = check_key(state, KeyKind::App, key).await?;
+    if app.org != api.org {
+        return Err(ApiError::forbidden());
     }
+    Ok(app)
 }
 
 /// Longest time a request body may take to arrive.
@@ -665,21 +671,21 @@ async fn route(
             if method != Method::GET {
                 return Err(ApiError::new(405, "method not allowed"));
             }
-            auth_api(state, &req)?;
+            auth_api(state, &req).await?;
             return Ok(json_response(200, &serde_json::json!({ "valid": true })));
         }
         "/api/v1/query" => {
             if method != Method::GET {
                 return Err(ApiError::new(405, "method not allowed"));
             }
-            let p = auth_app(state, &req)?;
+            let p = auth_app(state, &req).await?;
             return query::v1(state, p.org, req.uri()).await;
         }
         "/api/v2/query/timeseries" | "/api/v2/query/scalar" => {
             if method != Method::POST {
                 return Err(ApiError::new(405, "method not allowed"));
             }
-            let p = auth_app(state, &req)?;
+            let p = auth_app(state, &req).await?;
             let ct = content_type(&req);
             if !is_json(&ct) && !ct.is_empty() {
                 return Err(unsupported_type(&ct, "application/json"));
@@ -699,7 +705,7 @@ async fn route(
     if method != Method::POST {
         return Err(ApiError::new(405, "method not allowed; use POST"));
     }
-    let principal = auth_api(state, &req)?;
+    let principal = auth_api(state, &req).await?;
     let ct = content_type(&req);
     let (limit, proto) = match kind {
         Kind::V2Series => {
