@@ -253,9 +253,13 @@ async fn orgs_are_isolated_and_revoked_keys_stop_working() {
     let st = Command::new(BIN)
         .args(["keys", "revoke", &id, "--data-dir"])
         .arg(&dir)
-        .status()
+        .output()
         .unwrap();
-    assert!(st.success());
+    assert!(st.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&st.stdout).trim(),
+        format!("revoked key {id}")
+    );
     assert_eq!(
         post_v1(&c, &url, &acme_api, "shared.metric", 5.0).await,
         403
@@ -335,6 +339,28 @@ async fn tls_floor_hsts_everywhere_and_loud_plain_http() {
     );
     drop(stranger);
     drop(server);
+
+    // The operator's certificate instead of a generated one.
+    let own = tempfile::tempdir().unwrap();
+    let own_dir = own.path().join("d");
+    let cert = dir.join("tls/server.pem").display().to_string();
+    let key = dir.join("tls/server.key").display().to_string();
+    let with_files = ServerProc::start(
+        &own_dir,
+        free_tcp_port(),
+        &["--tls-cert", &cert, "--tls-key", &key],
+    );
+    let r = client(&dir.join("tls/ca.pem"))
+        .get(format!("{}/health", with_files.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(
+        !own_dir.join("tls").exists(),
+        "generated a CA despite --tls-cert"
+    );
+    drop(with_files);
 
     // Plain HTTP only when asked, and loudly.
     let plain = ServerProc::start(&dir, free_tcp_port(), &["--insecure-http"]);
