@@ -693,10 +693,14 @@ pub fn events(raw: &[u8], ck: &Checker) -> R<Vec<SeriesWrite>> {
         for (i, e) in as_arr(&gp, list)?.iter().enumerate() {
             let path = format!("{gp}[{i}]");
             let obj = as_obj(&path, e)?;
-            let title = opt_str(obj, &path, "msg_title")?
+            if opt_str(obj, &path, "msg_title")?
                 .or(opt_str(obj, &path, "title")?)
-                .ok_or_else(|| Refusal::bad(format!("{path}.msg_title: missing required field")))?;
-            let _ = title;
+                .is_none()
+            {
+                return Err(Refusal::bad(format!(
+                    "{path}.msg_title: missing required field"
+                )));
+            }
             let _ = opt_str(obj, &path, "msg_text")?;
             let host = opt_str(obj, &path, "host")?.unwrap_or_default();
             ck.host(&path, "host", &host)?;
