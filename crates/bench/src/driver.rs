@@ -130,11 +130,20 @@ impl Sweep {
         (st.cpu_pct > 0.5).then(|| st.sent.lines_per_sec() / (st.cpu_pct / 100.0))
     }
 
-    /// True when the best passing step was limited by the generator, so the receiver's real
-    /// ceiling is higher than the figure.
+    /// True when the ladder never found the receiver's limit: its real ceiling is higher than
+    /// the sustained figure (the generator could not offer more).
+    ///
+    /// That is the case unless some step at a higher offered rate than the sustained one
+    /// failed (then the ceiling lies between the two).
     fn sender_bound(&self) -> bool {
-        self.sustained().is_some_and(|s| s.sender_bound)
-            || self.steps.last().is_some_and(|s| s.pass && s.sender_bound)
+        let Some(best) = self.sustained() else {
+            return false;
+        };
+        let rate = best.sent.lines_per_sec();
+        !self
+            .steps
+            .iter()
+            .any(|s| !s.pass && s.sent.lines_per_sec() > rate)
     }
 }
 
