@@ -132,12 +132,12 @@ impl Condition {
             }
         }
     }
-    pub(crate) fn targets(&self) -> Box<dyn Iterator<Item = &Target> + '_> {
+    /// Number of targets (the width of this condition's slice of per-target generations);
+    /// counted without boxing an iterator, as it is read for every condition of every rule.
+    pub(crate) fn n_targets(&self) -> usize {
         match self {
-            Condition::Scalar { targets, .. } | Condition::Exists { targets, .. } => {
-                Box::new(targets.iter())
-            }
-            Condition::Detector(_, args) => Box::new(args.iter().flat_map(|(_, t)| t.iter())),
+            Condition::Scalar { targets, .. } | Condition::Exists { targets, .. } => targets.len(),
+            Condition::Detector(_, args) => args.iter().map(|(_, t)| t.len()).sum(),
         }
     }
 }

@@ -101,7 +101,7 @@ fn path_to_json(path: &[Seg<'_>]) -> Vec<Value> {
 /// Follow a key path; negative indexes count from the end of arrays.
 pub(crate) fn descend<'v>(
     mut v: &'v Value,
-    kp: &'v [KeyElem],
+    kp: &[KeyElem],
     path: &mut Vec<Seg<'v>>,
 ) -> Option<&'v Value> {
     for k in kp {
@@ -244,6 +244,18 @@ pub(crate) struct State {
     input_excl: HashMap<usize, Vec<(usize, Vec<KeyElem>)>>,
     proc_gen: HashMap<(bool, usize, usize), u64>,
     new_count: usize,
+    /// Spare capacity for the key path of the walk (always empty; see [`recycle_path`]).
+    path_buf: Vec<Seg<'static>>,
+}
+
+/// Reuse a key-path buffer's allocation under another lifetime: the vector is emptied, and
+/// collecting an empty `filter_map` over it is done in place (same element size), so the
+/// capacity survives. Saves an allocation per inspected target.
+// `filter_map` (not `filter`) is the point: it changes the lifetime while collecting in place.
+#[allow(clippy::unnecessary_filter_map)]
+fn recycle_path<'b>(mut v: Vec<Seg<'_>>) -> Vec<Seg<'b>> {
+    v.clear();
+    v.into_iter().filter_map(|_| None).collect()
 }
 
 /// Per-request evaluation context. Not shared between threads; create one per request.
@@ -423,6 +435,8 @@ struct CondEnv<'a> {
     store: &'a [Option<Slot>],
     target_gens: &'a mut [u64],
     excl: Option<&'a [(usize, Vec<KeyElem>)]>,
+    /// Reused key-path buffer (empty between targets).
+    path: Vec<Seg<'a>>,
 }
 
 fn excl_for<'a>(
@@ -443,10 +457,10 @@ fn excl_for<'a>(
     Some(buf.as_slice())
 }
 
-fn eval_condition(
+fn eval_condition<'a>(
     cond: &Condition,
     tbase: usize,
-    env: &mut CondEnv<'_>,
+    env: &mut CondEnv<'a>,
     timer: &mut Timer,
 ) -> Result<Option<RuleMatch>, Timeout> {
     match cond {
@@ -459,8 +473,10 @@ fn eval_condition(
                 return Ok(None);
             };
             let mut exbuf = Vec::new();
+            let store: &'a [Option<Slot>] = env.store;
+            let mut path = std::mem::take(&mut env.path);
             for (i, t) in targets.iter().enumerate() {
-                let Some(slot) = &env.store[t.addr] else {
+                let Some(slot) = &store[t.addr] else {
                     continue;
                 };
                 if env.target_gens[tbase + i] == slot.generation {
@@ -471,7 +487,7 @@ fn eval_condition(
                 let Some(excl) = excl_for(env.excl, t.addr, &mut exbuf) else {
                     continue;
                 };
-                let mut path = Vec::new();
+                path.clear();
                 let Some(root) = descend(&slot.value, &t.key_path, &mut path) else {
                     continue;
                 };
@@ -537,6 +553,8 @@ fn eval_condition(
                     }));
                 }
             }
+            path.clear();
+            env.path = path;
             Ok(None)
         }
         Condition::Exists { targets, negated } => {
@@ -752,6 +770,7 @@ fn eval_conditions(
     target_gens: &mut [u64],
     cond_cache: &mut [Option<Arc<RuleMatch>>],
     excl: Option<&[(usize, Vec<KeyElem>)]>,
+    path_buf: &mut Vec<Seg<'static>>,
     timer: &mut Timer,
 ) -> Result<bool, Timeout> {
     let mut toff = tbase;
@@ -759,18 +778,24 @@ fn eval_conditions(
         store: st_store,
         target_gens,
         excl,
+        path: recycle_path(std::mem::take(path_buf)),
     };
+    let mut all = true;
     for (ci, c) in conds.iter().enumerate() {
-        let n = c.targets().count();
+        let n = c.n_targets();
         if cond_cache[cbase + ci].is_none() {
             match eval_condition(c, toff, &mut env, timer)? {
                 Some(m) => cond_cache[cbase + ci] = Some(Arc::new(m)),
-                None => return Ok(false),
+                None => {
+                    all = false;
+                    break;
+                }
             }
         }
         toff += n;
     }
-    Ok(true)
+    *path_buf = recycle_path(env.path);
+    Ok(all)
 }
 
 // ------------------------------------------------------------------ filters & rules
@@ -789,6 +814,7 @@ fn eval_filters(rs: &Ruleset, st: &mut State, timer: &mut Timer) -> Result<(), T
             &mut st.target_gens,
             &mut st.cond_cache,
             None,
+            &mut st.path_buf,
             timer,
         )?;
         if ok {
@@ -816,6 +842,7 @@ fn eval_filters(rs: &Ruleset, st: &mut State, timer: &mut Timer) -> Result<(), T
             &mut st.target_gens,
             &mut st.cond_cache,
             None,
+            &mut st.path_buf,
             timer,
         )?;
         if !ok {
@@ -862,6 +889,7 @@ fn eval_rule(
         &mut st.target_gens,
         &mut st.cond_cache,
         excl,
+        &mut st.path_buf,
         timer,
     )?;
     if !ok {
@@ -972,6 +1000,7 @@ fn run_processors(
             &mut st.target_gens,
             &mut st.cond_cache,
             None,
+            &mut st.path_buf,
             timer,
         )?;
         if !ok {
