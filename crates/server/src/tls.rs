@@ -9,6 +9,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 /// Errors while preparing TLS.
@@ -139,16 +140,20 @@ pub fn server_config(
     tls13_only: bool,
 ) -> Result<Arc<rustls::ServerConfig>, TlsError> {
     let pem = std::fs::read(cert).map_err(io(cert))?;
-    let chain: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut pem.as_slice())
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&pem)
         .collect::<Result<_, _>>()
-        .map_err(io(cert))?;
+        .map_err(|e| io(cert)(std::io::Error::other(e.to_string())))?;
     if chain.is_empty() {
         return Err(TlsError::NoCert(cert.to_owned()));
     }
     let kpem = std::fs::read(key).map_err(io(key))?;
-    let pk: PrivateKeyDer<'static> = rustls_pemfile::private_key(&mut kpem.as_slice())
-        .map_err(io(key))?
-        .ok_or_else(|| TlsError::NoKey(key.to_owned()))?;
+    let pk: PrivateKeyDer<'static> = match PrivateKeyDer::from_pem_slice(&kpem) {
+        Ok(pk) => pk,
+        Err(rustls::pki_types::pem::Error::NoItemsFound) => {
+            return Err(TlsError::NoKey(key.to_owned()));
+        }
+        Err(e) => return Err(io(key)(std::io::Error::other(e.to_string()))),
+    };
     let versions: &[&'static rustls::SupportedProtocolVersion] = if tls13_only {
         &[&rustls::version::TLS13]
     } else {
