@@ -340,11 +340,57 @@ pub(crate) enum KeysCommand {
         #[arg(value_name = "ID")]
         id: i64,
     },
+    /// Rotate the store's master key: every data key is re-wrapped under a new master key
+    /// (no data is rewritten). Run it with the server stopped.
+    RotateMaster {
+        /// The current master key file, when the server runs with `--master-key-file`;
+        /// default: the key kept in DIR/store/keys/ (a new version is generated there).
+        #[arg(long, value_name = "FILE")]
+        master_key_file: Option<PathBuf>,
+        /// The new master key file (for an external key); start the server with it afterwards.
+        #[arg(long, value_name = "FILE", requires = "master_key_file")]
+        new_master_key_file: Option<PathBuf>,
+    },
+}
+
+/// `warden keys rotate-master`: opens the store without background jobs, rewraps, closes.
+fn rotate_master(
+    data_dir: &Path,
+    current: Option<PathBuf>,
+    new: Option<PathBuf>,
+) -> anyhow::Result<ExitCode> {
+    let mut opts = warden_store::StoreOptions {
+        background: false,
+        ..Default::default()
+    };
+    if let Some(f) = current {
+        opts.master_key = warden_store::MasterKeySource::File(f);
+    }
+    let store_dir = data_dir.join("store");
+    let store = warden_store::Store::open(&store_dir, opts).with_context(|| {
+        format!(
+            "opening the store in {} (is the server still running?)",
+            store_dir.display()
+        )
+    })?;
+    let version = store
+        .rotate_master(new.map(warden_store::MasterKeySource::File))
+        .context("rotating the master key")?;
+    store.close().context("closing the store")?;
+    println!("master key rotated to version {version}; every data key re-wrapped");
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `warden keys ...`.
 pub(crate) fn keys(data_dir: Option<PathBuf>, cmd: KeysCommand) -> anyhow::Result<ExitCode> {
     let data_dir = data_dir.unwrap_or_else(default_data_dir);
+    if let KeysCommand::RotateMaster {
+        master_key_file,
+        new_master_key_file,
+    } = cmd
+    {
+        return rotate_master(&data_dir, master_key_file, new_master_key_file);
+    }
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("creating {}", data_dir.display()))?;
     let ks = KeyStore::open(&warden_server::meta_db_path(&data_dir))?;
@@ -388,6 +434,7 @@ pub(crate) fn keys(data_dir: Option<PathBuf>, cmd: KeysCommand) -> anyhow::Resul
             ks.revoke(id)?;
             println!("revoked key {id}");
         }
+        KeysCommand::RotateMaster { .. } => unreachable!("handled above"),
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -438,3 +438,45 @@ async fn external_master_key_and_retention_flag() {
     );
     drop(server);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotate_master_rewraps_keys_and_keeps_data_readable() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let port = free_tcp_port();
+    let server = ServerProc::start(&dir, port, &[]);
+    let api = create_key(&dir, "api", "default");
+    let app = create_key(&dir, "app", "default");
+    let c = client(&server.ca_file());
+    let url = server.url();
+    assert_eq!(post_v1(&c, &url, &api, "rot.m", 7.5).await, 202);
+    server.stop();
+
+    let key_path = dir.join("store/keys/master.key");
+    let before = std::fs::read_to_string(&key_path).unwrap();
+    let out = Command::new(BIN)
+        .args(["keys", "rotate-master", "--data-dir"])
+        .arg(&dir)
+        .env_remove("WARDEN_DATA_DIR")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("rotated to version 2"), "{stdout}");
+    let after = std::fs::read_to_string(&key_path).unwrap();
+    assert_ne!(before, after, "a new master key replaced the old one");
+
+    let server = ServerProc::start(&dir, port, &[]);
+    let (st, v) = query(&c, &url, &api, &app, "avg:rot.m{*}", now() - 120, now()).await;
+    assert_eq!(st, 200);
+    assert_eq!(
+        points_of(&v).iter().map(|p| p.1).collect::<Vec<_>>(),
+        [7.5],
+        "{v}"
+    );
+    drop(server);
+}
