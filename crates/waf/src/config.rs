@@ -95,6 +95,8 @@ pub(crate) struct Target {
     pub(crate) key_path: Vec<KeyElem>,
     pub(crate) transformers: Vec<Transformer>,
     pub(crate) source: Source,
+    /// Set on rule targets of prefilterable regexes when the ruleset is built.
+    pub(crate) prefilter: Option<crate::prefilter::TargetPrefilter>,
 }
 
 #[derive(Debug, Clone)]
@@ -411,6 +413,7 @@ pub(crate) fn target(name: &str) -> Target {
         key_path: Vec::new(),
         transformers: Vec::new(),
         source: Source::Values,
+        prefilter: None,
     }
 }
 

@@ -246,6 +246,8 @@ pub(crate) struct State {
     new_count: usize,
     /// Spare capacity for the key path of the walk (always empty; see [`recycle_path`]).
     path_buf: Vec<Seg<'static>>,
+    /// Regex prefilter results for this request's strings (cleared when the store changes).
+    pf_cache: crate::prefilter::Cache,
 }
 
 /// Reuse a key-path buffer's allocation under another lifetime: the vector is emptied, and
@@ -362,6 +364,7 @@ fn run_owned(
 
 fn insert(rs: &Ruleset, st: &mut State, addr: &str, v: Arc<Value>) {
     if let Some(&i) = rs.addr_index.get(addr) {
+        st.pf_cache.clear();
         st.generation += 1;
         st.store[i] = Some(Slot {
             value: v,
@@ -373,6 +376,7 @@ fn insert(rs: &Ruleset, st: &mut State, addr: &str, v: Arc<Value>) {
 }
 
 fn insert_idx(st: &mut State, i: usize, v: Value) {
+    st.pf_cache.clear();
     st.generation += 1;
     st.store[i] = Some(Slot {
         value: Arc::new(v),
@@ -437,6 +441,7 @@ struct CondEnv<'a> {
     excl: Option<&'a [(usize, Vec<KeyElem>)]>,
     /// Reused key-path buffer (empty between targets).
     path: Vec<Seg<'a>>,
+    pf_cache: &'a mut crate::prefilter::Cache,
 }
 
 fn excl_for<'a>(
@@ -475,6 +480,7 @@ fn eval_condition<'a>(
             let mut exbuf = Vec::new();
             let store: &'a [Option<Slot>] = env.store;
             let mut path = std::mem::take(&mut env.path);
+            let pf_cache = &mut *env.pf_cache;
             for (i, t) in targets.iter().enumerate() {
                 let Some(slot) = &store[t.addr] else {
                     continue;
@@ -505,8 +511,19 @@ fn eval_condition<'a>(
                         return true;
                     }
                     let hit = match leaf {
-                        Leaf::Str(s) => {
+                        Leaf::Str(s) => 'hit: {
+                            let pf = t.prefilter.as_ref();
+                            if let Some(pf) = pf {
+                                if pf_cache.cached(pf, s) == Some(false) {
+                                    break 'hit None;
+                                }
+                            }
                             let tv = transform::apply_chain(&t.transformers, s.as_bytes());
+                            if let Some(pf) = pf {
+                                if !pf_cache.check(pf, s, &tv) {
+                                    break 'hit None;
+                                }
+                            }
                             m.match_bytes(&tv).map(|h| (bytes_to_string(tv), h))
                         }
                         Leaf::Scalar(v) if wants_scalars => {
@@ -771,6 +788,7 @@ fn eval_conditions(
     cond_cache: &mut [Option<Arc<RuleMatch>>],
     excl: Option<&[(usize, Vec<KeyElem>)]>,
     path_buf: &mut Vec<Seg<'static>>,
+    pf_cache: &mut crate::prefilter::Cache,
     timer: &mut Timer,
 ) -> Result<bool, Timeout> {
     let mut toff = tbase;
@@ -779,6 +797,7 @@ fn eval_conditions(
         target_gens,
         excl,
         path: recycle_path(std::mem::take(path_buf)),
+        pf_cache,
     };
     let mut all = true;
     for (ci, c) in conds.iter().enumerate() {
@@ -815,6 +834,7 @@ fn eval_filters(rs: &Ruleset, st: &mut State, timer: &mut Timer) -> Result<(), T
             &mut st.cond_cache,
             None,
             &mut st.path_buf,
+            &mut st.pf_cache,
             timer,
         )?;
         if ok {
@@ -843,6 +863,7 @@ fn eval_filters(rs: &Ruleset, st: &mut State, timer: &mut Timer) -> Result<(), T
             &mut st.cond_cache,
             None,
             &mut st.path_buf,
+            &mut st.pf_cache,
             timer,
         )?;
         if !ok {
@@ -890,6 +911,7 @@ fn eval_rule(
         &mut st.cond_cache,
         excl,
         &mut st.path_buf,
+        &mut st.pf_cache,
         timer,
     )?;
     if !ok {
@@ -1001,6 +1023,7 @@ fn run_processors(
             &mut st.cond_cache,
             None,
             &mut st.path_buf,
+            &mut st.pf_cache,
             timer,
         )?;
         if !ok {

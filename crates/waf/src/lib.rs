@@ -13,6 +13,7 @@ mod detect;
 mod event;
 mod matcher;
 mod obfuscator;
+mod prefilter;
 mod processors;
 mod ruleset;
 mod transform;

@@ -37,6 +37,9 @@ pub(crate) enum Matcher {
         src: String,
         min_length: usize,
         checksum: bool,
+        /// Flags it was compiled with (the prefilter parses it the same way).
+        case_sensitive: bool,
+        unicode: bool,
     },
     Phrase {
         ac: AhoCorasick,
@@ -151,6 +154,14 @@ pub(crate) fn re2_compat(p: &str) -> Cow<'_, str> {
 }
 
 pub(crate) fn compile_regex(pattern: &str, case_sensitive: bool) -> Result<Regex, String> {
+    compile_regex_mode(pattern, case_sensitive).map(|(r, _)| r)
+}
+
+/// [`compile_regex`], also telling whether the Unicode fallback was used.
+pub(crate) fn compile_regex_mode(
+    pattern: &str,
+    case_sensitive: bool,
+) -> Result<(Regex, bool), String> {
     let pattern = re2_compat(pattern);
     let pattern: &str = &pattern;
     // RE2 treats \d \w \s \b as ASCII; the bytes regex with Unicode off matches that, and
@@ -164,8 +175,8 @@ pub(crate) fn compile_regex(pattern: &str, case_sensitive: bool) -> Result<Regex
             .build()
     };
     match build(false) {
-        Ok(r) => Ok(r),
-        Err(_) => build(true).map_err(|e| e.to_string()),
+        Ok(r) => Ok((r, false)),
+        Err(_) => build(true).map(|r| (r, true)).map_err(|e| e.to_string()),
     }
 }
 
@@ -275,13 +286,15 @@ impl Matcher {
                     .and_then(|o| o.get("min_length"))
                     .and_then(Value::as_u64)
                     .unwrap_or(0) as usize;
-                let re = compile_regex(src, cs)
+                let (re, unicode) = compile_regex_mode(src, cs)
                     .map_err(|e| ConfigError::new(format!("invalid regular expression: {e}")))?;
                 Matcher::Regex {
                     re,
                     src: src.to_string(),
                     min_length,
                     checksum: op == "match_regex_with_checksum",
+                    case_sensitive: cs,
+                    unicode,
                 }
             }
             "phrase_match" => {

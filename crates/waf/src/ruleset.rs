@@ -594,6 +594,7 @@ impl Compiler {
             self.intern(&a);
         }
 
+        crate::prefilter::attach(&mut rules);
         Ruleset {
             n_collections: coll_ids.len(),
             addresses: self.addresses,

@@ -1,0 +1,334 @@
+//! Literal prefilter shared by the regexes that inspect the same transformed value.
+//!
+//! Why: most of the Datadog ruleset is `match_regex`, and many rules look at the same values
+//! (~60 on every query/body value, ~58 on the user-agent). Each regex already has its own
+//! literal prefilter inside the `regex` crate, but that still costs one search call (and one
+//! scan) per regex per value. Here every regex whose matches must begin (or end) with one of a
+//! finite set of literals contributes those literals to one Aho-Corasick automaton per
+//! transformer chain; one overlapping scan of a value gives the set of regexes that *can*
+//! match it, and the others are skipped without running them (nor the transformers, when the
+//! result is cached).
+//!
+//! Soundness: the literals come from `regex_syntax`'s extractor on the same HIR the regex is
+//! compiled from (same `re2_compat` rewrite, same flags and Unicode fallback). Its contract is
+//! that every match starts (prefix) or ends (suffix) with one of the literals of a finite
+//! sequence, so a value containing none of them cannot match: skipping is exactly "the regex
+//! returns no match". Regexes without such a set (infinite sequence, or an empty literal) get no
+//! prefilter and always run.
+//!
+//! The per-request cache is keyed by the address and length of the *original* string in the
+//! context's store (values are immutable while they are stored) and is cleared whenever the
+//! store changes, so a key can never name two different strings.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind, MatchKind};
+use regex_syntax::hir::literal::{ExtractKind, Extractor};
+use rustc_hash::FxHashMap;
+
+use crate::config::{Condition, MatcherRef};
+use crate::matcher::{Matcher, re2_compat};
+use crate::ruleset::Rule;
+use crate::transform::Transformer;
+
+/// At most this many literals per regex (beyond that the prefilter would rarely say no).
+const MAX_LITERALS: usize = 250;
+
+/// Regexes with a shorter required literal are left to their own prefilter: such literals
+/// occur in most values and only make the shared scan report more matches.
+const MIN_LITERAL_LEN: usize = 3;
+
+/// One automaton over the literals of every prefiltered regex of one transformer chain.
+#[derive(Debug)]
+pub(crate) struct Group {
+    id: u32,
+    ac: AhoCorasick,
+    /// For each pattern of `ac`, the regexes (bit indexes) that require it.
+    pat_bits: Vec<Vec<u32>>,
+    /// Number of 64-bit words of a result set.
+    words: usize,
+}
+
+/// A target whose regex is prefiltered: its group and its bit in the group's result set.
+#[derive(Debug, Clone)]
+pub(crate) struct TargetPrefilter {
+    group: Arc<Group>,
+    bit: u32,
+}
+
+/// Per-request results: (group id, string address, string length) -> offset in `bits`.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Cache {
+    index: FxHashMap<(u32, usize, usize), u32>,
+    bits: Vec<u64>,
+}
+
+impl Cache {
+    /// Forget everything (the store changed, so string addresses may be reused).
+    pub(crate) fn clear(&mut self) {
+        if !self.bits.is_empty() {
+            self.index.clear();
+            self.bits.clear();
+        }
+    }
+
+    /// Look up or compute the result set of `pf`'s group for `orig`, scanning `value` (the
+    /// transformed `orig`) on a miss. Returns whether `pf`'s regex can match.
+    pub(crate) fn check(&mut self, pf: &TargetPrefilter, orig: &str, value: &[u8]) -> bool {
+        let g = &*pf.group;
+        let key = (g.id, orig.as_ptr() as usize, orig.len());
+        let off = match self.index.get(&key) {
+            Some(&o) => o as usize,
+            None => {
+                let off = self.bits.len();
+                self.bits.resize(off + g.words, 0);
+                for m in g.ac.find_overlapping_iter(value) {
+                    for &b in &g.pat_bits[m.pattern().as_usize()] {
+                        self.bits[off + (b / 64) as usize] |= 1u64 << (b % 64);
+                    }
+                }
+                self.index.insert(key, off as u32);
+                off
+            }
+        };
+        self.bits[off + (pf.bit / 64) as usize] & (1u64 << (pf.bit % 64)) != 0
+    }
+
+    /// Whether `orig` has already been scanned for `pf`'s group (then `check` needs no value).
+    pub(crate) fn cached(&self, pf: &TargetPrefilter, orig: &str) -> Option<bool> {
+        let g = &*pf.group;
+        let off = *self
+            .index
+            .get(&(g.id, orig.as_ptr() as usize, orig.len()))? as usize;
+        Some(self.bits[off + (pf.bit / 64) as usize] & (1u64 << (pf.bit % 64)) != 0)
+    }
+}
+
+/// Literals one of which every match of the regex must contain (as its prefix or suffix), or
+/// `None` when there is no useful finite set. Parses exactly as `compile_regex` compiles.
+fn required_literals(src: &str, case_sensitive: bool, unicode: bool) -> Option<Vec<Vec<u8>>> {
+    let pattern = re2_compat(src);
+    let hir = regex_syntax::ParserBuilder::new()
+        .case_insensitive(!case_sensitive)
+        .unicode(unicode)
+        .utf8(false)
+        .build()
+        .parse(&pattern)
+        .ok()?;
+    for kind in [ExtractKind::Prefix, ExtractKind::Suffix] {
+        let mut ex = Extractor::new();
+        ex.kind(kind);
+        let seq = ex.extract(&hir);
+        let Some(lits) = seq.literals() else { continue };
+        if lits.is_empty()
+            || lits.len() > MAX_LITERALS
+            || lits.iter().any(|l| l.len() < MIN_LITERAL_LEN)
+        {
+            continue;
+        }
+        // The automaton matches ASCII case-insensitively, so literals that differ only in
+        // ASCII case (case-insensitive regexes expand into them) collapse into one pattern. That
+        // accepts a superset of the values the exact literals would, which keeps it sound.
+        let mut out: Vec<Vec<u8>> = lits
+            .iter()
+            .map(|l| l.as_bytes().to_ascii_lowercase())
+            .collect();
+        out.sort_unstable();
+        out.dedup();
+        return Some(out);
+    }
+    None
+}
+
+/// Attach prefilters to the targets of the rules' regex conditions.
+pub(crate) fn attach(rules: &mut [Rule]) {
+    // Literals per distinct regex matcher (by identity).
+    let mut lits_of: HashMap<*const Matcher, Option<Vec<Vec<u8>>>> = HashMap::new();
+    // Per transformer chain: regex bit per matcher, literal -> bits.
+    struct Building {
+        bit_of: HashMap<*const Matcher, u32>,
+        pats: Vec<Vec<u8>>,
+        pat_index: HashMap<Vec<u8>, usize>,
+        pat_bits: Vec<Vec<u32>>,
+    }
+    let mut chains: Vec<(Vec<Transformer>, Building)> = Vec::new();
+    let mut wanted: Vec<(usize, usize, usize, usize, u32)> = Vec::new(); // rule, cond, target, chain, bit
+    for (ri, r) in rules.iter().enumerate() {
+        for (ci, c) in r.conditions.iter().enumerate() {
+            let Condition::Scalar {
+                matcher: MatcherRef::Static(m),
+                targets,
+                ..
+            } = c
+            else {
+                continue;
+            };
+            let Matcher::Regex {
+                src,
+                case_sensitive,
+                unicode,
+                ..
+            } = &**m
+            else {
+                continue;
+            };
+            let key = Arc::as_ptr(m);
+            let lits = lits_of
+                .entry(key)
+                .or_insert_with(|| required_literals(src, *case_sensitive, *unicode));
+            let Some(lits) = lits else { continue };
+            for (ti, t) in targets.iter().enumerate() {
+                let chain = match chains.iter().position(|(c, _)| *c == t.transformers) {
+                    Some(i) => i,
+                    None => {
+                        chains.push((
+                            t.transformers.clone(),
+                            Building {
+                                bit_of: HashMap::new(),
+                                pats: Vec::new(),
+                                pat_index: HashMap::new(),
+                                pat_bits: Vec::new(),
+                            },
+                        ));
+                        chains.len() - 1
+                    }
+                };
+                let b = &mut chains[chain].1;
+                let next = b.bit_of.len() as u32;
+                let bit = *b.bit_of.entry(key).or_insert(next);
+                if bit == next {
+                    for l in lits.iter() {
+                        let pi = *b.pat_index.entry(l.clone()).or_insert_with(|| {
+                            b.pats.push(l.clone());
+                            b.pat_bits.push(Vec::new());
+                            b.pats.len() - 1
+                        });
+                        b.pat_bits[pi].push(bit);
+                    }
+                }
+                wanted.push((ri, ci, ti, chain, bit));
+            }
+        }
+    }
+    let mut groups: Vec<Option<Arc<Group>>> = Vec::with_capacity(chains.len());
+    for (id, (_, b)) in chains.into_iter().enumerate() {
+        let ac = AhoCorasickBuilder::new()
+            .match_kind(MatchKind::Standard)
+            .ascii_case_insensitive(true)
+            .kind(Some(AhoCorasickKind::DFA))
+            .build(&b.pats)
+            .ok();
+        groups.push(ac.map(|ac| {
+            Arc::new(Group {
+                id: id as u32,
+                ac,
+                pat_bits: b.pat_bits,
+                words: b.bit_of.len().div_ceil(64),
+            })
+        }));
+    }
+    for (ri, ci, ti, chain, bit) in wanted {
+        let Some(group) = &groups[chain] else {
+            continue;
+        };
+        if let Condition::Scalar { targets, .. } = &mut rules[ri].conditions[ci] {
+            targets[ti].prefilter = Some(TargetPrefilter {
+                group: Arc::clone(group),
+                bit,
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ruleset::Ruleset;
+    use serde_json::Value;
+
+    #[test]
+    fn literals_are_required_substrings() {
+        let l = required_literals("(?i)^Nessus(/|([ :]+SOAP))", true, false).expect("prefix");
+        assert_eq!(l, [&b"nessus "[..], b"nessus/", b"nessus:"]);
+        // Leading class repetition: no prefix; the suffix set is used instead.
+        let l = required_literals(r"[a-z]+=(?:x|y)javascript", false, false).expect("suffix");
+        assert!(
+            !l.is_empty() && l.iter().all(|x| b"yjavascript".ends_with(x)),
+            "{l:?}"
+        );
+        // Too short or unbounded: no prefilter.
+        assert_eq!(required_literals("a|bc", true, false), None);
+        assert_eq!(required_literals(r"\d+", true, false), None);
+    }
+
+    fn strings<'v>(v: &'v Value, out: &mut Vec<&'v str>) {
+        match v {
+            Value::String(s) => out.push(s),
+            Value::Array(a) => a.iter().for_each(|x| strings(x, out)),
+            Value::Object(m) => m.iter().for_each(|(k, x)| {
+                out.push(k);
+                strings(x, out)
+            }),
+            _ => {}
+        }
+    }
+
+    /// The prefilter never rejects a value its regex matches: every prefiltered (regex,
+    /// transformer chain) of the Datadog ruleset against every string of the first CRS
+    /// requests, each value checked in a fresh cache and in a shared one.
+    #[test]
+    fn never_rejects_a_match_on_the_crs_corpus() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/waf/");
+        let rules = std::fs::read_to_string(format!("{dir}datadog-rules-1.18.2.json"))
+            .expect("shared ruleset");
+        let corpus =
+            std::fs::read_to_string(format!("{dir}crs-regression.jsonl")).expect("shared corpus");
+        let (rs, _) = Ruleset::from_json(&rules).expect("loads");
+        let mut targets = Vec::new();
+        for r in &rs.rules {
+            for c in &r.conditions {
+                if let Condition::Scalar {
+                    matcher: MatcherRef::Static(m),
+                    targets: ts,
+                    ..
+                } = c
+                {
+                    for t in ts.iter().filter(|t| t.prefilter.is_some()) {
+                        targets.push((m, t));
+                    }
+                }
+            }
+        }
+        assert!(
+            targets.len() > 100,
+            "prefiltered targets: {}",
+            targets.len()
+        );
+        let (mut matched, mut rejected) = (0, 0);
+        for line in corpus.lines().take(1500) {
+            let v: Value = serde_json::from_str(line).expect("jsonl");
+            let mut ss = Vec::new();
+            strings(&v["addresses"], &mut ss);
+            let mut shared = Cache::default();
+            for s in ss {
+                for (m, t) in &targets {
+                    let pf = t.prefilter.as_ref().expect("filtered");
+                    let tv = crate::transform::apply_chain(&t.transformers, s.as_bytes());
+                    let may = Cache::default().check(pf, s, &tv);
+                    assert_eq!(shared.check(pf, s, &tv), may);
+                    if m.match_bytes(&tv).is_some() {
+                        matched += 1;
+                        assert!(may, "prefilter rejected a match of {m:?} on {s:?}");
+                    } else if !may {
+                        rejected += 1;
+                    }
+                }
+            }
+        }
+        assert!(
+            matched > 0 && rejected > 0,
+            "{matched} matched, {rejected} rejected"
+        );
+    }
+}
