@@ -513,14 +513,13 @@ fn eval_condition<'a>(
                     let hit = match leaf {
                         Leaf::Str(s) => 'hit: {
                             let pf = t.prefilter.as_ref();
-                            if let Some(pf) = pf {
-                                if pf_cache.cached(pf, s) == Some(false) {
-                                    break 'hit None;
-                                }
+                            let known = pf.and_then(|pf| pf_cache.lookup(pf, s));
+                            if known == Some(false) {
+                                break 'hit None;
                             }
                             let tv = transform::apply_chain(&t.transformers, s.as_bytes());
-                            if let Some(pf) = pf {
-                                if !pf_cache.check(pf, s, &tv) {
+                            if let (Some(pf), None) = (pf, known) {
+                                if !pf_cache.scan(pf, s, &tv) {
                                     break 'hit None;
                                 }
                             }
@@ -1046,14 +1045,15 @@ fn run_processors(
                 continue;
             }
             st.proc_gen.insert((pre, pi, mi), newest);
-            let mut resolved: Vec<(&str, Option<Arc<Value>>)> = Vec::new();
+            // Arguments are borrowed from the store (no copy of the request's values).
+            let mut resolved: Vec<(&str, Option<&Value>)> = Vec::new();
             for (name, ts) in args {
                 let mut v = None;
                 for t in ts {
                     if let Some(s) = &st.store[t.addr] {
                         let mut path = Vec::new();
                         if let Some(x) = descend(&s.value, &t.key_path, &mut path) {
-                            v = Some(Arc::new(x.clone()));
+                            v = Some(x);
                             break;
                         }
                     }

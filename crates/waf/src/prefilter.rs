@@ -75,33 +75,37 @@ impl Cache {
 
     /// Look up or compute the result set of `pf`'s group for `orig`, scanning `value` (the
     /// transformed `orig`) on a miss. Returns whether `pf`'s regex can match.
+    #[cfg(test)]
     pub(crate) fn check(&mut self, pf: &TargetPrefilter, orig: &str, value: &[u8]) -> bool {
-        let g = &*pf.group;
-        let key = (g.id, orig.as_ptr() as usize, orig.len());
-        let off = match self.index.get(&key) {
-            Some(&o) => o as usize,
-            None => {
-                let off = self.bits.len();
-                self.bits.resize(off + g.words, 0);
-                for m in g.ac.find_overlapping_iter(value) {
-                    for &b in &g.pat_bits[m.pattern().as_usize()] {
-                        self.bits[off + (b / 64) as usize] |= 1u64 << (b % 64);
-                    }
-                }
-                self.index.insert(key, off as u32);
-                off
-            }
-        };
-        self.bits[off + (pf.bit / 64) as usize] & (1u64 << (pf.bit % 64)) != 0
+        match self.lookup(pf, orig) {
+            Some(ok) => ok,
+            None => self.scan(pf, orig, value),
+        }
     }
 
-    /// Whether `orig` has already been scanned for `pf`'s group (then `check` needs no value).
-    pub(crate) fn cached(&self, pf: &TargetPrefilter, orig: &str) -> Option<bool> {
+    /// Whether `pf`'s regex can match `orig`, if `orig` was already scanned for its group.
+    pub(crate) fn lookup(&self, pf: &TargetPrefilter, orig: &str) -> Option<bool> {
         let g = &*pf.group;
         let off = *self
             .index
             .get(&(g.id, orig.as_ptr() as usize, orig.len()))? as usize;
         Some(self.bits[off + (pf.bit / 64) as usize] & (1u64 << (pf.bit % 64)) != 0)
+    }
+
+    /// Scan `value` (the transformed `orig`, not looked up yet) for `pf`'s group, remember
+    /// the result set, and return whether `pf`'s regex can match.
+    pub(crate) fn scan(&mut self, pf: &TargetPrefilter, orig: &str, value: &[u8]) -> bool {
+        let g = &*pf.group;
+        let off = self.bits.len();
+        self.bits.resize(off + g.words, 0);
+        for m in g.ac.find_overlapping_iter(value) {
+            for &b in &g.pat_bits[m.pattern().as_usize()] {
+                self.bits[off + (b / 64) as usize] |= 1u64 << (b % 64);
+            }
+        }
+        self.index
+            .insert((g.id, orig.as_ptr() as usize, orig.len()), off as u32);
+        self.bits[off + (pf.bit / 64) as usize] & (1u64 << (pf.bit % 64)) != 0
     }
 }
 

@@ -12,15 +12,11 @@ use crate::config::ScannerSpec;
 
 pub(crate) fn generate(
     generator: &str,
-    args: &[(&str, Option<Arc<Value>>)],
+    args: &[(&str, Option<&Value>)],
     scanners: &[Arc<ScannerSpec>],
     _flags: &Option<Arc<Value>>,
 ) -> Option<Value> {
-    let arg = |n: &str| {
-        args.iter()
-            .find(|(k, _)| *k == n)
-            .and_then(|(_, v)| v.as_deref())
-    };
+    let arg = |n: &str| args.iter().find(|(k, _)| *k == n).and_then(|(_, v)| *v);
     match generator {
         "http_endpoint_fingerprint" => {
             endpoint_fp(arg("method")?, arg("uri_raw")?, arg("query"), arg("body"))
