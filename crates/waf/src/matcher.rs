@@ -44,6 +44,8 @@ pub(crate) enum Matcher {
     Phrase {
         ac: AhoCorasick,
         word_boundary: bool,
+        /// The phrases (the prefilter reuses them as required literals).
+        words: Vec<Vec<u8>>,
     },
     Exact {
         set: HashMap<Vec<u8>, u64>,
@@ -317,6 +319,7 @@ impl Matcher {
                 Matcher::Phrase {
                     ac,
                     word_boundary: wb,
+                    words: words.iter().map(|w| w.as_bytes().to_vec()).collect(),
                 }
             }
             "exact_match" => {
@@ -443,7 +446,9 @@ impl Matcher {
                 re.find(s)
                     .map(|m| String::from_utf8_lossy(m.as_bytes()).into_owned())
             }
-            Matcher::Phrase { ac, word_boundary } => {
+            Matcher::Phrase {
+                ac, word_boundary, ..
+            } => {
                 if !*word_boundary {
                     return ac
                         .find(s)

@@ -13,8 +13,9 @@
 //! compiled from (same `re2_compat` rewrite, same flags and Unicode fallback). Its contract is
 //! that every match starts (prefix) or ends (suffix) with one of the literals of a finite
 //! sequence, so a value containing none of them cannot match: skipping is exactly "the regex
-//! returns no match". Regexes without such a set (infinite sequence, or an empty literal) get no
-//! prefilter and always run.
+//! returns no match". Regexes without such a set (infinite sequence, or a literal shorter than
+//! 3 bytes) get no prefilter and always run. `phrase_match` conditions join the same groups
+//! with their phrases as the literals (a phrase can only be found where it occurs).
 //!
 //! The per-request cache is keyed by the address and length of the *original* string in the
 //! context's store (values are immutable while they are stored) and is cleared whenever the
@@ -145,6 +146,17 @@ fn required_literals(src: &str, case_sensitive: bool, unicode: bool) -> Option<V
     None
 }
 
+/// The phrases of a `phrase_match` as prefilter literals (same rules as for regexes).
+fn phrase_literals(words: &[Vec<u8>]) -> Option<Vec<Vec<u8>>> {
+    if words.is_empty() || words.iter().any(|w| w.len() < MIN_LITERAL_LEN) {
+        return None;
+    }
+    let mut out: Vec<Vec<u8>> = words.iter().map(|w| w.to_ascii_lowercase()).collect();
+    out.sort_unstable();
+    out.dedup();
+    Some(out)
+}
+
 /// Attach prefilters to the targets of the rules' regex conditions.
 pub(crate) fn attach(rules: &mut [Rule]) {
     // Literals per distinct regex matcher (by identity).
@@ -168,19 +180,18 @@ pub(crate) fn attach(rules: &mut [Rule]) {
             else {
                 continue;
             };
-            let Matcher::Regex {
-                src,
-                case_sensitive,
-                unicode,
-                ..
-            } = &**m
-            else {
-                continue;
-            };
             let key = Arc::as_ptr(m);
-            let lits = lits_of
-                .entry(key)
-                .or_insert_with(|| required_literals(src, *case_sensitive, *unicode));
+            let lits = lits_of.entry(key).or_insert_with(|| match &**m {
+                Matcher::Regex {
+                    src,
+                    case_sensitive,
+                    unicode,
+                    ..
+                } => required_literals(src, *case_sensitive, *unicode),
+                // A phrase can only be found where it occurs (with or without word boundaries).
+                Matcher::Phrase { words, .. } => phrase_literals(words),
+                _ => None,
+            });
             let Some(lits) = lits else { continue };
             for (ti, t) in targets.iter().enumerate() {
                 let chain = match chains.iter().position(|(c, _)| *c == t.transformers) {
