@@ -256,12 +256,11 @@ fn wait_port(addr: &str, child: &mut Child) -> anyhow::Result<()> {
 
 fn spawn(cmd: &mut Command, log: &Path) -> anyhow::Result<Child> {
     let f = std::fs::File::create(log)?;
-    Ok(cmd
-        .stdin(Stdio::null())
+    cmd.stdin(Stdio::null())
         .stdout(f.try_clone()?)
         .stderr(f)
         .spawn()
-        .with_context(|| format!("spawning {cmd:?}"))?)
+        .with_context(|| format!("spawning {cmd:?}"))
 }
 
 fn create_key(a: &Args, dir: &Path, kind: &str) -> anyhow::Result<String> {
