@@ -13,7 +13,8 @@
 //! HTTP/1.1 keep-alive connection each) and the same order. Warden: HTTPS with its own CA,
 //! encryption at rest on (default), every 202 after the WAL fsync. VictoriaMetrics: plain HTTP,
 //! 2xx once buffered in memory (no fsync), response cache off (`-search.disableCache`) so
-//! repeated queries are evaluated each time.
+//! repeated queries are evaluated each time. Queries run with both servers up, interleaved
+//! round by round, so drifting machine load hits both alike.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};
@@ -109,7 +110,7 @@ struct Score {
     /// (label, apparent bytes, allocated bytes)
     disk: Vec<(String, u64, u64)>,
     /// (p50, p90, series returned, non-null points returned)
-    queries: Vec<(Duration, Duration, usize, usize)>,
+    queries: Vec<QueryScore>,
     load: Vec<String>,
 }
 
@@ -202,32 +203,112 @@ fn count_vm(v: &serde_json::Value) -> (usize, usize) {
     (res.len(), points)
 }
 
+/// A running server ready to answer the benchmark queries.
+enum Target {
+    Warden {
+        client: reqwest::Client,
+        url: String,
+        api: String,
+        app: String,
+    },
+    Vm {
+        client: reqwest::Client,
+        url: String,
+    },
+}
+
+impl Target {
+    async fn query(&self, q: &QueryPair, from: i64, to: i64) -> anyhow::Result<serde_json::Value> {
+        let req = match self {
+            Target::Warden {
+                client,
+                url,
+                api,
+                app,
+            } => client
+                .get(format!("{url}/api/v1/query"))
+                .query(&[
+                    ("from", from.to_string()),
+                    ("to", to.to_string()),
+                    ("query", q.datadog.clone()),
+                ])
+                .header("DD-API-KEY", api)
+                .header("DD-APPLICATION-KEY", app),
+            Target::Vm { client, url } => client.get(format!("{url}/api/v1/query_range")).query(&[
+                ("query", q.metricsql.clone()),
+                ("start", from.to_string()),
+                ("end", (to - q.step).to_string()),
+                ("step", format!("{}s", q.step)),
+            ]),
+        };
+        let r = req.send().await?;
+        let status = r.status();
+        let body = r.bytes().await?;
+        ensure!(
+            status.is_success(),
+            "{}: {status}: {}",
+            q.name,
+            String::from_utf8_lossy(&body)
+        );
+        Ok(serde_json::from_slice(&body)?)
+    }
+
+    fn count(&self, v: &serde_json::Value) -> (usize, usize) {
+        match self {
+            Target::Warden { .. } => count_warden(v),
+            Target::Vm { .. } => count_vm(v),
+        }
+    }
+}
+
+/// Times every query on every target, interleaved: per query, one warm-up each, then `reps`
+/// rounds in which each target answers once (the order alternates every round), so both see
+/// the same machine load.
 async fn time_queries(
     reps: usize,
     qs: &[QueryPair],
-    mut run: impl AsyncFnMut(&QueryPair) -> anyhow::Result<serde_json::Value>,
-    count: fn(&serde_json::Value) -> (usize, usize),
-) -> anyhow::Result<Vec<(Duration, Duration, usize, usize)>> {
-    let mut out = Vec::new();
+    targets: &[&Target],
+    from: i64,
+    to: i64,
+) -> anyhow::Result<Vec<Vec<QueryScore>>> {
+    let mut out: Vec<Vec<QueryScore>> = targets.iter().map(|_| Vec::new()).collect();
     for q in qs {
-        let warm = run(q).await.with_context(|| q.name.to_string())?;
-        let (series, points) = count(&warm);
-        let mut lat = Vec::with_capacity(reps);
-        for _ in 0..reps {
-            let t = Instant::now();
-            run(q).await?;
-            lat.push(t.elapsed());
+        let mut counts = Vec::new();
+        for t in targets {
+            counts.push(t.count(&t.query(q, from, to).await?));
         }
-        lat.sort();
-        let (p50, p90) = (percentile(&lat, 0.5), percentile(&lat, 0.9));
-        println!(
-            "  {:<28} p50 {:>9.2?} p90 {:>9.2?}  {series} series, {points} points",
-            q.name, p50, p90
-        );
-        out.push((p50, p90, series, points));
+        let mut lat: Vec<Vec<Duration>> = targets.iter().map(|_| Vec::new()).collect();
+        for rep in 0..reps {
+            for k in 0..targets.len() {
+                let i = if rep % 2 == 0 {
+                    k
+                } else {
+                    targets.len() - 1 - k
+                };
+                let t = Instant::now();
+                targets[i].query(q, from, to).await?;
+                lat[i].push(t.elapsed());
+            }
+        }
+        for (i, mut l) in lat.into_iter().enumerate() {
+            l.sort();
+            let (p50, p90) = (percentile(&l, 0.5), percentile(&l, 0.9));
+            let (series, points) = counts[i];
+            let who = match targets[i] {
+                Target::Warden { .. } => "warden",
+                Target::Vm { .. } => "vm",
+            };
+            println!(
+                "  {who:<6} {:<28} p50 {:>9.2?} p90 {:>9.2?}  {series} series, {points} points",
+                q.name, p50, p90
+            );
+            out[i].push((p50, p90, series, points));
+        }
     }
     Ok(out)
 }
+
+type QueryScore = (Duration, Duration, usize, usize);
 
 fn disk(score: &mut Score, label: &str, dir: &Path, samples: usize) -> anyhow::Result<()> {
     let (app, alloc) = dir_size(dir)?;
@@ -280,8 +361,7 @@ async fn run_warden(
     a: &Args,
     w: &Workload,
     bodies: &Arc<Vec<Vec<u8>>>,
-    qs: &[QueryPair],
-) -> anyhow::Result<Score> {
+) -> anyhow::Result<(Score, Child, Target)> {
     let mut score = Score::default();
     let dir = a.work.join("warden");
     let _ = std::fs::remove_dir_all(&dir);
@@ -374,47 +454,24 @@ async fn run_warden(
         &dir.join("store"),
         w.samples(),
     )?;
-    let mut child = start("warden-2.log")?;
-    score.load.push(format!("before queries {}", loadavg()));
-    let (from, to) = (w.base, w.base + w.steps as i64 * 10);
-    score.queries = time_queries(
-        a.reps,
-        qs,
-        async |q: &QueryPair| {
-            let r = client
-                .get(format!("{url}/api/v1/query"))
-                .query(&[
-                    ("from", from.to_string()),
-                    ("to", to.to_string()),
-                    ("query", q.datadog.clone()),
-                ])
-                .header("DD-API-KEY", &api)
-                .header("DD-APPLICATION-KEY", &app)
-                .send()
-                .await?;
-            let status = r.status();
-            let body = r.bytes().await?;
-            ensure!(
-                status.is_success(),
-                "{status}: {}",
-                String::from_utf8_lossy(&body)
-            );
-            Ok(serde_json::from_slice(&body)?)
+    let child = start("warden-2.log")?;
+    Ok((
+        score,
+        child,
+        Target::Warden {
+            client,
+            url,
+            api,
+            app,
         },
-        count_warden,
-    )
-    .await?;
-    score.load.push(format!("after queries {}", loadavg()));
-    stop(&mut child, "-TERM")?;
-    Ok(score)
+    ))
 }
 
 async fn run_vm(
     a: &Args,
     w: &Workload,
     bodies: &Arc<Vec<Vec<u8>>>,
-    qs: &[QueryPair],
-) -> anyhow::Result<Score> {
+) -> anyhow::Result<(Score, Child, Target)> {
     let mut score = Score::default();
     let dir = a.work.join("vm");
     let _ = std::fs::remove_dir_all(&dir);
@@ -502,7 +559,7 @@ async fn run_vm(
         ad.0 + dd.0,
         ad.1 + dd.1,
     ));
-    let mut child = start("vm-2.log")?;
+    let child = start("vm-2.log")?;
     // Check every sample arrived.
     let (from, to) = (w.base, w.base + w.steps as i64 * 10);
     let r = client
@@ -532,36 +589,7 @@ async fn run_vm(
         "VM holds {n} samples, expected {}",
         w.samples()
     );
-    score.load.push(format!("before queries {}", loadavg()));
-    score.queries = time_queries(
-        a.reps,
-        qs,
-        async |q: &QueryPair| {
-            let r = client
-                .get(format!("{url}/api/v1/query_range"))
-                .query(&[
-                    ("query", q.metricsql.clone()),
-                    ("start", from.to_string()),
-                    ("end", (to - q.step).to_string()),
-                    ("step", format!("{}s", q.step)),
-                ])
-                .send()
-                .await?;
-            let status = r.status();
-            let body = r.bytes().await?;
-            ensure!(
-                status.is_success(),
-                "{status}: {}",
-                String::from_utf8_lossy(&body)
-            );
-            Ok(serde_json::from_slice(&body)?)
-        },
-        count_vm,
-    )
-    .await?;
-    score.load.push(format!("after queries {}", loadavg()));
-    stop(&mut child, "-INT")?;
-    Ok(score)
+    Ok((score, child, Target::Vm { client, url }))
 }
 
 fn ms(d: Duration) -> String {
@@ -607,16 +635,37 @@ async fn main() -> anyhow::Result<()> {
     );
     let mut vm = None;
     if want_vm && a.vm_first {
-        vm = Some(run_vm(&a, &w, &bodies, &qs).await?);
+        vm = Some(run_vm(&a, &w, &bodies).await?);
     }
-    let warden = if want_warden {
-        Some(run_warden(&a, &w, &bodies, &qs).await?)
+    let mut warden = if want_warden {
+        Some(run_warden(&a, &w, &bodies).await?)
     } else {
         None
     };
     if want_vm && !a.vm_first {
-        vm = Some(run_vm(&a, &w, &bodies, &qs).await?);
+        vm = Some(run_vm(&a, &w, &bodies).await?);
     }
+    // Queries: both servers up (each idle while the other answers), interleaved.
+    let load_before = format!("before queries {}", loadavg());
+    let targets: Vec<&Target> = warden.iter().chain(vm.iter()).map(|x| &x.2).collect();
+    let (from, to) = (w.base, w.base + w.steps as i64 * 10);
+    println!("queries: {} reps each, interleaved", a.reps);
+    let mut results = time_queries(a.reps, &qs, &targets, from, to)
+        .await?
+        .into_iter();
+    let load_after = format!("after queries {}", loadavg());
+    if let Some((score, child, _)) = warden.as_mut() {
+        score.queries = results.next().unwrap_or_default();
+        score.load.extend([load_before.clone(), load_after.clone()]);
+        stop(child, "-TERM")?;
+    }
+    if let Some((score, child, _)) = vm.as_mut() {
+        score.queries = results.next().unwrap_or_default();
+        score.load.extend([load_before, load_after]);
+        stop(child, "-INT")?;
+    }
+    let warden = warden.map(|x| x.0);
+    let vm = vm.map(|x| x.0);
     let samples = w.samples() as f64;
     println!("\n| metric | Warden | VictoriaMetrics | Warden / VM |\n|---|---|---|---|");
     if let (Some(wd), Some(v)) = (&warden, &vm) {
