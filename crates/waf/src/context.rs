@@ -501,46 +501,56 @@ fn eval_condition<'a>(
                 let wants_scalars = m.wants_scalars();
                 let mut count = 0u32;
                 let mut timed_out = false;
-                walk(root, &mut path, t.source, excl, 0, &mut |leaf, p| {
-                    count += 1;
-                    let long = matches!(leaf, Leaf::Str(s) if s.len() > LONG_STRING);
-                    if (long && timer.check_now().is_err())
-                        || (count % 64 == 0 && timer.check().is_err())
-                    {
-                        timed_out = true;
-                        return true;
+                // A container none of whose strings can match (prefilter union over all of
+                // them, exclusions ignored: a superset) is not walked: same as no match.
+                let skip = match &t.prefilter {
+                    Some(pf) if matches!(root, Value::Object(_) | Value::Array(_)) => {
+                        !root_may_match(pf_cache, pf, root, t, timer)?
                     }
-                    let hit = match leaf {
-                        Leaf::Str(s) => 'hit: {
-                            let pf = t.prefilter.as_ref();
-                            let known = pf.and_then(|pf| pf_cache.lookup(pf, s));
-                            if known == Some(false) {
-                                break 'hit None;
-                            }
-                            let tv = transform::apply_chain(&t.transformers, s.as_bytes());
-                            if let (Some(pf), None) = (pf, known) {
-                                if !pf_cache.scan(pf, s, &tv) {
+                    _ => false,
+                };
+                if !skip {
+                    walk(root, &mut path, t.source, excl, 0, &mut |leaf, p| {
+                        count += 1;
+                        let long = matches!(leaf, Leaf::Str(s) if s.len() > LONG_STRING);
+                        if (long && timer.check_now().is_err())
+                            || (count % 64 == 0 && timer.check().is_err())
+                        {
+                            timed_out = true;
+                            return true;
+                        }
+                        let hit = match leaf {
+                            Leaf::Str(s) => 'hit: {
+                                let pf = t.prefilter.as_ref();
+                                let known = pf.and_then(|pf| pf_cache.lookup(pf, s));
+                                if known == Some(false) {
                                     break 'hit None;
                                 }
+                                let tv = transform::apply_chain(&t.transformers, s.as_bytes());
+                                if let (Some(pf), None) = (pf, known) {
+                                    if !pf_cache.scan(pf, s, &tv) {
+                                        break 'hit None;
+                                    }
+                                }
+                                m.match_bytes(&tv).map(|h| (bytes_to_string(tv), h))
                             }
-                            m.match_bytes(&tv).map(|h| (bytes_to_string(tv), h))
+                            Leaf::Scalar(v) if wants_scalars => {
+                                m.match_scalar(v).map(|h| (scalar_string(v), h))
+                            }
+                            Leaf::Scalar(_) => None,
+                        };
+                        if let Some((value, h)) = hit {
+                            found = Some(MatchParameter {
+                                address: t.name.to_string(),
+                                key_path: path_to_json(p),
+                                value,
+                                highlight: vec![h],
+                            });
+                            return true;
                         }
-                        Leaf::Scalar(v) if wants_scalars => {
-                            m.match_scalar(v).map(|h| (scalar_string(v), h))
-                        }
-                        Leaf::Scalar(_) => None,
-                    };
-                    if let Some((value, h)) = hit {
-                        found = Some(MatchParameter {
-                            address: t.name.to_string(),
-                            key_path: path_to_json(p),
-                            value,
-                            highlight: vec![h],
-                        });
-                        return true;
-                    }
-                    false
-                });
+                        false
+                    });
+                }
                 if timed_out {
                     return Err(Timeout);
                 }
@@ -624,6 +634,44 @@ fn eval_condition<'a>(
         }
         Condition::Detector(spec, args) => eval_detector(spec, args, tbase, env, timer),
     }
+}
+
+/// Whether the prefiltered regex/phrase of `t` can match any string below the container
+/// `root` (cached per request; computing it scans each string once for the whole group).
+fn root_may_match(
+    cache: &mut crate::prefilter::Cache,
+    pf: &crate::prefilter::TargetPrefilter,
+    root: &Value,
+    t: &Target,
+    timer: &mut Timer,
+) -> Result<bool, Timeout> {
+    let addr = root as *const Value as usize;
+    let src = t.source as u8;
+    if let Some(ok) = cache.root_lookup(pf, addr, src) {
+        return Ok(ok);
+    }
+    let off = cache.root_begin(pf);
+    let mut path = Vec::new();
+    let mut count = 0u32;
+    let mut timed_out = false;
+    walk(root, &mut path, t.source, &[], 0, &mut |leaf, _| {
+        count += 1;
+        let Leaf::Str(s) = leaf else { return false };
+        if (s.len() > LONG_STRING && timer.check_now().is_err())
+            || (count % 64 == 0 && timer.check().is_err())
+        {
+            timed_out = true;
+            return true;
+        }
+        cache.root_add(pf, off, s, || {
+            transform::apply_chain(&t.transformers, s.as_bytes())
+        });
+        false
+    });
+    if timed_out {
+        return Err(Timeout);
+    }
+    Ok(cache.root_finish(pf, off, addr, src))
 }
 
 fn bytes_to_string(c: Cow<'_, [u8]>) -> String {

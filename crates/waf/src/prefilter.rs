@@ -62,6 +62,8 @@ pub(crate) struct TargetPrefilter {
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Cache {
     index: FxHashMap<(u32, usize, usize), u32>,
+    /// Union over every string below a container value: (group id, value address, source).
+    roots: FxHashMap<(u32, usize, u8), u32>,
     bits: Vec<u64>,
 }
 
@@ -70,8 +72,67 @@ impl Cache {
     pub(crate) fn clear(&mut self) {
         if !self.bits.is_empty() {
             self.index.clear();
+            self.roots.clear();
             self.bits.clear();
         }
+    }
+
+    /// Whether `pf`'s regex can match any string below the container at `root` (iterated as
+    /// `source`), if that union was already computed.
+    pub(crate) fn root_lookup(
+        &self,
+        pf: &TargetPrefilter,
+        root: usize,
+        source: u8,
+    ) -> Option<bool> {
+        let off = *self.roots.get(&(pf.group.id, root, source))? as usize;
+        Some(self.bit(pf, off))
+    }
+
+    /// Start a union for `pf`'s group; returns its offset for [`Cache::root_add`].
+    pub(crate) fn root_begin(&mut self, pf: &TargetPrefilter) -> usize {
+        let off = self.bits.len();
+        self.bits.resize(off + pf.group.words, 0);
+        off
+    }
+
+    /// Add one string (`value` gives its transformed bytes, computed on a cache miss only).
+    pub(crate) fn root_add<'s>(
+        &mut self,
+        pf: &TargetPrefilter,
+        off: usize,
+        orig: &str,
+        value: impl FnOnce() -> std::borrow::Cow<'s, [u8]>,
+    ) {
+        let g = &*pf.group;
+        let leaf = match self.index.get(&(g.id, orig.as_ptr() as usize, orig.len())) {
+            Some(&o) => o as usize,
+            None => {
+                let v = value();
+                self.scan(pf, orig, &v);
+                self.bits.len() - g.words
+            }
+        };
+        for w in 0..g.words {
+            let x = self.bits[leaf + w];
+            self.bits[off + w] |= x;
+        }
+    }
+
+    /// Remember the union started at `off` and tell whether `pf`'s regex can match.
+    pub(crate) fn root_finish(
+        &mut self,
+        pf: &TargetPrefilter,
+        off: usize,
+        root: usize,
+        source: u8,
+    ) -> bool {
+        self.roots.insert((pf.group.id, root, source), off as u32);
+        self.bit(pf, off)
+    }
+
+    fn bit(&self, pf: &TargetPrefilter, off: usize) -> bool {
+        self.bits[off + (pf.bit / 64) as usize] & (1u64 << (pf.bit % 64)) != 0
     }
 
     /// Look up or compute the result set of `pf`'s group for `orig`, scanning `value` (the
@@ -321,11 +382,27 @@ mod tests {
             targets.len()
         );
         let (mut matched, mut rejected) = (0, 0);
-        for line in corpus.lines().take(1500) {
+        for line in corpus.lines().take(800) {
             let v: Value = serde_json::from_str(line).expect("jsonl");
             let mut ss = Vec::new();
             strings(&v["addresses"], &mut ss);
             let mut shared = Cache::default();
+            // The union over the whole request equals the OR of its strings' results.
+            let root = &v["addresses"];
+            for (_, t) in &targets {
+                let pf = t.prefilter.as_ref().expect("filtered");
+                let mut union = Cache::default();
+                let off = union.root_begin(pf);
+                let mut any = false;
+                for s in &ss {
+                    let tv = crate::transform::apply_chain(&t.transformers, s.as_bytes());
+                    any |= Cache::default().check(pf, s, &tv);
+                    union.root_add(pf, off, s, || tv);
+                }
+                let addr = root as *const Value as usize;
+                assert_eq!(union.root_finish(pf, off, addr, 0), any);
+                assert_eq!(union.root_lookup(pf, addr, 0), Some(any));
+            }
             for s in ss {
                 for (m, t) in &targets {
                     let pf = t.prefilter.as_ref().expect("filtered");
