@@ -13,7 +13,9 @@
 //! compiled from (same `re2_compat` rewrite, same flags and Unicode fallback). Its contract is
 //! that every match starts (prefix) or ends (suffix) with one of the literals of a finite
 //! sequence, so a value containing none of them cannot match: skipping is exactly "the regex
-//! returns no match". Regexes without such a set (infinite sequence, or a literal shorter than
+//! returns no match". The same holds for the prefixes of any one part of a concatenation (every
+//! match contains a match of each part) and for the union over an alternation's branches, which
+//! is how regexes that start and end with classes (`\w+select\s+...`) still get a set. Regexes without such a set (infinite sequence, or a literal shorter than
 //! 3 bytes) get no prefilter and always run. `phrase_match` conditions join the same groups
 //! with their phrases as the literals (a phrase can only be found where it occurs).
 //!
@@ -26,6 +28,7 @@ use std::sync::Arc;
 
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind, MatchKind};
 use regex_syntax::hir::literal::{ExtractKind, Extractor};
+use regex_syntax::hir::{Hir, HirKind};
 use rustc_hash::FxHashMap;
 
 use crate::config::{Condition, MatcherRef};
@@ -182,29 +185,81 @@ fn required_literals(src: &str, case_sensitive: bool, unicode: bool) -> Option<V
         .build()
         .parse(&pattern)
         .ok()?;
+    required(&hir, 0)
+}
+
+/// Literals one of which occurs in every match of `hir` (see the module docs), the most
+/// selective of: the prefixes of the whole expression, its suffixes, and, through the
+/// structure, the required literals of any one part of a concatenation (every match contains
+/// a match of each part), the union over the branches of an alternation (a match comes from
+/// one branch), or those of a group or a repetition of at least one.
+fn required(hir: &Hir, depth: usize) -> Option<Vec<Vec<u8>>> {
+    let mut best: Option<Vec<Vec<u8>>> = None;
+    let mut consider = |c: Option<Vec<Vec<u8>>>| {
+        if let Some(c) = c {
+            if best.as_ref().is_none_or(|b| better(&c, b)) {
+                best = Some(c);
+            }
+        }
+    };
     for kind in [ExtractKind::Prefix, ExtractKind::Suffix] {
         let mut ex = Extractor::new();
         ex.kind(kind);
-        let seq = ex.extract(&hir);
+        let seq = ex.extract(hir);
         let Some(lits) = seq.literals() else { continue };
-        if lits.is_empty()
-            || lits.len() > MAX_LITERALS
-            || lits.iter().any(|l| l.len() < MIN_LITERAL_LEN)
-        {
-            continue;
-        }
-        // The automaton matches ASCII case-insensitively, so literals that differ only in
-        // ASCII case (case-insensitive regexes expand into them) collapse into one pattern. That
-        // accepts a superset of the values the exact literals would, which keeps it sound.
-        let mut out: Vec<Vec<u8>> = lits
-            .iter()
-            .map(|l| l.as_bytes().to_ascii_lowercase())
-            .collect();
-        out.sort_unstable();
-        out.dedup();
-        return Some(out);
+        consider(usable(lits.iter().map(|l| l.as_bytes())));
     }
-    None
+    if depth < 8 {
+        match hir.kind() {
+            HirKind::Concat(parts) => {
+                for p in parts {
+                    consider(required(p, depth + 1));
+                }
+            }
+            HirKind::Alternation(branches) => {
+                let mut all = Vec::new();
+                for br in branches {
+                    match required(br, depth + 1) {
+                        Some(l) => all.extend(l),
+                        None => {
+                            all.clear();
+                            break;
+                        }
+                    }
+                }
+                if !all.is_empty() {
+                    consider(usable(all.iter().map(Vec::as_slice)));
+                }
+            }
+            HirKind::Capture(c) => consider(required(&c.sub, depth + 1)),
+            HirKind::Repetition(r) if r.min >= 1 => consider(required(&r.sub, depth + 1)),
+            _ => {}
+        }
+    }
+    best
+}
+
+/// A literal set the automaton can use: non-empty, not too large, every literal long enough.
+/// Literals are folded to ASCII lower case (the automaton matches ASCII case-insensitively,
+/// so case variants, which case-insensitive regexes expand into, collapse into one pattern;
+/// that accepts a superset of the values the exact literals would, which keeps it sound).
+fn usable<'a>(lits: impl Iterator<Item = &'a [u8]>) -> Option<Vec<Vec<u8>>> {
+    let mut out = Vec::new();
+    for l in lits {
+        if l.len() < MIN_LITERAL_LEN {
+            return None;
+        }
+        out.push(l.to_ascii_lowercase());
+    }
+    out.sort_unstable();
+    out.dedup();
+    (!out.is_empty() && out.len() <= MAX_LITERALS).then_some(out)
+}
+
+/// Whether literal set `a` is more selective than `b`: longer shortest literal, then fewer.
+fn better(a: &[Vec<u8>], b: &[Vec<u8>]) -> bool {
+    let min = |x: &[Vec<u8>]| x.iter().map(Vec::len).min().unwrap_or(0);
+    (min(a), std::cmp::Reverse(a.len())) > (min(b), std::cmp::Reverse(b.len()))
 }
 
 /// The phrases of a `phrase_match` as prefilter literals (same rules as for regexes).
@@ -333,6 +388,9 @@ mod tests {
             !l.is_empty() && l.iter().all(|x| b"yjavascript".ends_with(x)),
             "{l:?}"
         );
+        // Neither prefix nor suffix is finite, but a middle part is required.
+        let l = required_literals(r"\w+(?:union|select)\s+[^x]*", false, false).expect("inner");
+        assert_eq!(l, [&b"select"[..], b"union"]);
         // Too short or unbounded: no prefilter.
         assert_eq!(required_literals("a|bc", true, false), None);
         assert_eq!(required_literals(r"\d+", true, false), None);
