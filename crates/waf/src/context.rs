@@ -493,6 +493,19 @@ fn eval_condition<'a>(
                 let Some(excl) = excl_for(env.excl, t.addr, &mut exbuf) else {
                     continue;
                 };
+                // Below a key path: when no string of the whole address can match (a superset
+                // of the strings below the path), nothing is looked up. Not for negated
+                // conditions, whose result depends on whether the path exists.
+                if let Some(pf) = &t.prefilter {
+                    if !*negated
+                        && !t.key_path.is_empty()
+                        && t.key_path.len() <= MAX_DEPTH
+                        && matches!(&*slot.value, Value::Object(_) | Value::Array(_))
+                        && !root_may_match(pf_cache, pf, &slot.value, t, timer)?
+                    {
+                        continue;
+                    }
+                }
                 path.clear();
                 let Some(root) = descend(&slot.value, &t.key_path, &mut path) else {
                     continue;
@@ -651,12 +664,10 @@ fn root_may_match(
         return Ok(ok);
     }
     let off = cache.root_begin(pf);
-    let mut path = Vec::new();
     let mut count = 0u32;
     let mut timed_out = false;
-    walk(root, &mut path, t.source, &[], 0, &mut |leaf, _| {
+    union_walk(root, t.source, 0, &mut |s| {
         count += 1;
-        let Leaf::Str(s) = leaf else { return false };
         if (s.len() > LONG_STRING && timer.check_now().is_err())
             || (count % 64 == 0 && timer.check().is_err())
         {
@@ -672,6 +683,27 @@ fn root_may_match(
         return Err(Timeout);
     }
     Ok(cache.root_finish(pf, off, addr, src))
+}
+
+/// Every string `walk` could visit below `v` (keys and/or values per `src`), from this value or
+/// from any value below it reached through a key path: no exclusions, and twice `walk`'s depth
+/// limit, so the set is always a superset of what a walk visits. `f` returns true to stop.
+fn union_walk(v: &Value, src: Source, depth: usize, f: &mut dyn FnMut(&str) -> bool) -> bool {
+    match v {
+        Value::Object(m) if depth < 2 * MAX_DEPTH => {
+            for (k, child) in m {
+                if (src != Source::Values && f(k)) || union_walk(child, src, depth + 1, f) {
+                    return true;
+                }
+            }
+            false
+        }
+        Value::Array(a) if depth < 2 * MAX_DEPTH => {
+            a.iter().any(|child| union_walk(child, src, depth + 1, f))
+        }
+        Value::String(s) if src != Source::Keys => f(s),
+        _ => false,
+    }
 }
 
 fn bytes_to_string(c: Cow<'_, [u8]>) -> String {
