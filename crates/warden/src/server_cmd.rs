@@ -384,18 +384,15 @@ fn rotate_master(
 /// `warden keys ...`.
 pub(crate) fn keys(data_dir: Option<PathBuf>, cmd: KeysCommand) -> anyhow::Result<ExitCode> {
     let data_dir = data_dir.unwrap_or_else(default_data_dir);
-    if let KeysCommand::RotateMaster {
-        master_key_file,
-        new_master_key_file,
-    } = cmd
-    {
-        return rotate_master(&data_dir, master_key_file, new_master_key_file);
-    }
-    std::fs::create_dir_all(&data_dir)
-        .with_context(|| format!("creating {}", data_dir.display()))?;
-    let ks = KeyStore::open(&warden_server::meta_db_path(&data_dir))?;
+    // The store (not the key database) is what rotate-master works on.
+    let open_keys = || -> anyhow::Result<KeyStore> {
+        std::fs::create_dir_all(&data_dir)
+            .with_context(|| format!("creating {}", data_dir.display()))?;
+        Ok(KeyStore::open(&warden_server::meta_db_path(&data_dir))?)
+    };
     match cmd {
         KeysCommand::Create { kind, org, name } => {
+            let ks = open_keys()?;
             let Some(kind) = KeyKind::parse(&kind) else {
                 bail!("--kind must be api or app");
             };
@@ -409,6 +406,7 @@ pub(crate) fn keys(data_dir: Option<PathBuf>, cmd: KeysCommand) -> anyhow::Resul
             );
         }
         KeysCommand::List => {
+            let ks = open_keys()?;
             println!(
                 "{:>4}  {:<16} {:<4} {:<20} {:<18} {:<10} STATUS",
                 "ID", "ORG", "KIND", "NAME", "HINT", "CREATED"
@@ -431,10 +429,13 @@ pub(crate) fn keys(data_dir: Option<PathBuf>, cmd: KeysCommand) -> anyhow::Resul
             }
         }
         KeysCommand::Revoke { id } => {
-            ks.revoke(id)?;
+            open_keys()?.revoke(id)?;
             println!("revoked key {id}");
         }
-        KeysCommand::RotateMaster { .. } => unreachable!("handled above"),
+        KeysCommand::RotateMaster {
+            master_key_file,
+            new_master_key_file,
+        } => return rotate_master(&data_dir, master_key_file, new_master_key_file),
     }
     Ok(ExitCode::SUCCESS)
 }
