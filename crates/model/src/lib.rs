@@ -2,12 +2,15 @@
 //! service check *are*, independent of how they were received (DogStatsD, checks, HTTP intake)
 //! or where they go (forwarder, store).
 //!
-//! Architecture invariant: this crate does no I/O and depends on nothing but `serde`.
+//! Architecture invariant: this crate does no I/O and depends on nothing but `serde` (and
+//! `serde_json` for the JSON-valued fields of security events).
 
+pub mod security;
 pub mod sketch;
 
 use serde::{Deserialize, Serialize};
 
+pub use security::SecurityEvent;
 pub use sketch::DDSketch;
 
 /// How the points of a series are to be read by the intake.

@@ -149,11 +149,29 @@ pub struct Counters {
     pub points: AtomicU64,
 }
 
+// Feature-module fields are read as those modules land (#5, #6).
+#[allow(dead_code)]
 struct AppState {
     store: Arc<Store>,
     keys: Arc<KeyStore>,
     limits: Limits,
     counters: Arc<Counters>,
+    /// Trace intake and the security-event log.
+    traces: traces::State,
+    /// Blocked IPs and users.
+    denylist: denylist::State,
+    /// Detection rules and signals.
+    security: security::State,
+    /// Monitors, channels and escalation.
+    alerting: alerting::State,
+}
+
+/// What the feature modules get when the server opens them.
+#[allow(dead_code)]
+pub(crate) struct OpenCtx<'a> {
+    pub(crate) data_dir: &'a Path,
+    pub(crate) store: &'a Arc<Store>,
+    pub(crate) keys: &'a Arc<KeyStore>,
 }
 
 /// A running server. Dropping it stops accepting connections.
@@ -229,11 +247,20 @@ impl Server {
             source,
         })?;
         let counters = Arc::new(Counters::default());
+        let ctx = OpenCtx {
+            data_dir: &opts.data_dir,
+            store: &store,
+            keys: &keys,
+        };
         let state = Arc::new(AppState {
             store: store.clone(),
             keys: keys.clone(),
             limits,
             counters: counters.clone(),
+            traces: traces::State::open(&ctx)?,
+            denylist: denylist::State::open(&ctx)?,
+            security: security::State::open(&ctx)?,
+            alerting: alerting::State::open(&ctx)?,
         });
         let https = acceptor.is_some();
         if !https {
@@ -700,6 +727,10 @@ async fn route(
         "/" | "/health" => {
             return Ok(json_response(200, &serde_json::json!({ "status": "ok" })));
         }
+        p if traces::handles(p) => return traces::route(state, req).await,
+        p if denylist::handles(p) => return denylist::route(state, req).await,
+        p if security::handles(p) => return security::route(state, req).await,
+        p if alerting::handles(p) => return alerting::route(state, req).await,
         _ => return Err(ApiError::new(404, format!("no route {path}"))),
     };
     if method != Method::POST {
@@ -777,4 +808,8 @@ async fn route(
     Ok(accepted())
 }
 
+mod alerting;
+mod denylist;
 mod query;
+mod security;
+mod traces;

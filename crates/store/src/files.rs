@@ -53,6 +53,8 @@ pub(crate) enum Kind {
     Rollup = 4,
     SketchRaw = 5,
     SketchRollup = 6,
+    /// Holds only the data key for small sealed records kept outside the store (no blocks).
+    Records = 7,
 }
 
 impl Kind {
@@ -64,6 +66,7 @@ impl Kind {
             4 => Self::Rollup,
             5 => Self::SketchRaw,
             6 => Self::SketchRollup,
+            7 => Self::Records,
             _ => return None,
         })
     }
@@ -75,6 +78,7 @@ impl Kind {
             Self::Rollup => "rollup",
             Self::SketchRaw => "sketch",
             Self::SketchRollup => "sketch-rollup",
+            Self::Records => "records",
         }
     }
 }
@@ -396,6 +400,11 @@ impl Container {
             .open(aad.as_bytes(), &buf, &self.path.display().to_string())
             .map_err(seal_err(&self.path))?;
         zstd::stream::decode_all(&z[..]).map_err(io_err(&self.path))
+    }
+
+    /// The file's data key (the records key file exists only to carry it).
+    pub(crate) fn data_key(&self) -> &DataKey {
+        &self.dek
     }
 
     pub(crate) fn block_count(&self) -> usize {

@@ -447,7 +447,9 @@ impl Rows {
                 }
                 Rows::Sketch(v)
             }
-            Kind::Wal | Kind::Index => return Err(codec::corrupt("not a data segment")),
+            Kind::Wal | Kind::Index | Kind::Records => {
+                return Err(codec::corrupt("not a data segment"));
+            }
         })
     }
 }
@@ -590,6 +592,8 @@ struct Inner {
     wal_dir: PathBuf,
     opts: StoreOptions,
     keyring: RwLock<Keyring>,
+    /// `records.key`: carries the data key of [`Store::seal_record`].
+    records: Container,
     index: RwLock<Index>,
     head: RwLock<Head>,
     frozen: RwLock<Option<Arc<Head>>>,
@@ -1527,6 +1531,7 @@ impl Inner {
 
     fn all_file_paths(&self) -> Result<Vec<PathBuf>, StoreError> {
         let mut v = list_dir(&self.data_dir, "seg")?;
+        v.push(self.records.path.clone());
         v.extend(list_dir(&self.wal_dir, "wal")?);
         Ok(v)
     }
@@ -1644,6 +1649,9 @@ fn norm_tags(tags: &[String]) -> std::borrow::Cow<'_, [String]> {
     }
 }
 
+/// The key file behind [`Store::seal_record`], directly in the store directory.
+const RECORDS_KEY_FILE: &str = "records.key";
+
 impl Store {
     /// Opens (or creates) the store in `dir`: loads the master key, the index and segments,
     /// replays the WAL, finishes an interrupted key rotation, and starts the background job.
@@ -1679,6 +1687,13 @@ impl Store {
             r.add_old(key);
             keyring = r;
         }
+
+        let records_path = dir.join(RECORDS_KEY_FILE);
+        if !records_path.exists() {
+            ContainerWriter::create(records_path.clone(), Kind::Records, 0, &keyring)?
+                .finish(&[])?;
+        }
+        let records = Container::open(&records_path, &keyring)?;
 
         let mut index = Index::default();
         let mut segs = Vec::new();
@@ -1752,6 +1767,7 @@ impl Store {
             data_dir,
             wal_dir,
             keyring: RwLock::new(keyring),
+            records,
             index: RwLock::new(index),
             head: RwLock::new(head),
             frozen: RwLock::new(None),
@@ -2076,6 +2092,36 @@ impl Store {
             "master key rotated"
         );
         Ok(new_key.version())
+    }
+
+    /// Seals a small record that lives outside the time-series files (security events,
+    /// signals, notification channel secrets kept in SQLite by the server) under the store's
+    /// records data key, so it is protected and rotated with everything else. `aad` binds the
+    /// record to its place (e.g. `"signal|<org>|<id>"`): a sealed value copied elsewhere does
+    /// not open.
+    pub fn seal_record(&self, aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, StoreError> {
+        let path = &self.inner.records.path;
+        self.inner
+            .records
+            .data_key()
+            .seal(aad, plaintext)
+            .map_err(|source| StoreError::Key {
+                path: path.clone(),
+                source,
+            })
+    }
+
+    /// Opens a value sealed by [`Store::seal_record`] with the same `aad`.
+    pub fn open_record(&self, aad: &[u8], sealed: &[u8]) -> Result<Vec<u8>, StoreError> {
+        let path = &self.inner.records.path;
+        self.inner
+            .records
+            .data_key()
+            .open(aad, sealed, "sealed record")
+            .map_err(|source| StoreError::Key {
+                path: path.clone(),
+                source,
+            })
     }
 
     /// Counters and sizes.

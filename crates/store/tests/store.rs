@@ -965,3 +965,28 @@ fn a_second_open_of_the_same_directory_is_refused() {
     drop(store);
     Store::open(dir.path(), opts(&clock)).expect("open after the first one closed");
 }
+
+#[test]
+fn sealed_records_open_after_reopen_and_rotation_and_bind_their_aad() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let clock = Arc::new(ManualClock::new(T0));
+    let store = Store::open(dir.path(), opts(&clock)).expect("open");
+    let sealed = store
+        .seal_record(b"signal|1|abc", b"attacker 203.0.113.9 hit /login")
+        .expect("seal");
+    assert!(
+        !sealed
+            .windows(b"203.0.113.9".len())
+            .any(|w| w == b"203.0.113.9"),
+        "sealed record leaks plaintext"
+    );
+    assert!(
+        store.open_record(b"signal|2|abc", &sealed).is_err(),
+        "aad not bound"
+    );
+    store.rotate_master(None).expect("rotate");
+    drop(store);
+    let store = Store::open(dir.path(), opts(&clock)).expect("reopen");
+    let plain = store.open_record(b"signal|1|abc", &sealed).expect("open");
+    assert_eq!(plain, b"attacker 203.0.113.9 hit /login");
+}
