@@ -27,3 +27,8 @@ pub use ruleset::{Builder, Ruleset, SharedRuleset};
 
 /// The input/output value type (re-exported so callers need no direct `serde_json` dependency).
 pub use serde_json::Value;
+
+/// Warden's own default ruleset (`rules/warden-default.json`, built from `rules/src/`), used
+/// when no ruleset is configured. Written for Warden, not derived from other rulesets; see
+/// docs/detection.md and docs/adr/0007-default-ruleset.md.
+pub const DEFAULT_RULESET_JSON: &str = include_str!("../../../rules/warden-default.json");

@@ -53,9 +53,9 @@ enum WafCommand {
     /// Evaluate a ruleset over recorded requests (JSONL: `{"id", "addresses": {...}}` per
     /// line); prints one verdict per line and a timing summary on stderr.
     Eval {
-        /// Ruleset in the Datadog AppSec format (JSON).
+        /// Ruleset in the Datadog AppSec format (JSON); Warden's built-in default when omitted.
         #[arg(long, value_name = "FILE")]
-        rules: PathBuf,
+        rules: Option<PathBuf>,
         /// Time budget per request in microseconds (results are partial past it).
         #[arg(long, value_name = "N", default_value_t = 1_000_000)]
         timeout_us: u64,
@@ -106,7 +106,7 @@ fn main() -> ExitCode {
             rules,
             timeout_us,
             requests,
-        }) => waf_cmd::eval(&rules, timeout_us, &requests),
+        }) => waf_cmd::eval(rules.as_deref(), timeout_us, &requests),
         Command::Server(args) => server_cmd::server(args),
         Command::Up(args) => server_cmd::up(args),
         Command::Keys { data_dir, command } => server_cmd::keys(data_dir, command),

@@ -10,12 +10,12 @@ use anyhow::Context as _;
 use serde_json::{Value, json};
 
 /// Per-request verdicts on stdout (JSON lines), a summary on stderr.
-pub(crate) fn eval(rules: &Path, timeout_us: u64, requests: &Path) -> anyhow::Result<ExitCode> {
-    let text = std::fs::read_to_string(rules)
-        .with_context(|| format!("cannot read ruleset {}", rules.display()))?;
-    let (ruleset, diagnostics) = warden_waf::Ruleset::from_json(&text)
-        .with_context(|| format!("cannot load ruleset {}", rules.display()))?;
-    let ruleset = Arc::new(ruleset);
+pub(crate) fn eval(
+    rules: Option<&Path>,
+    timeout_us: u64,
+    requests: &Path,
+) -> anyhow::Result<ExitCode> {
+    let (ruleset, diagnostics, rules_name) = load_ruleset(rules)?;
     let mut loaded = 0;
     let mut failed = 0;
     let mut skipped = 0;
@@ -25,8 +25,7 @@ pub(crate) fn eval(rules: &Path, timeout_us: u64, requests: &Path) -> anyhow::Re
         skipped += s.skipped.len();
     }
     eprintln!(
-        "ruleset {} (version {}): {loaded} loaded, {failed} failed, {skipped} skipped",
-        rules.display(),
+        "ruleset {rules_name} (version {}): {loaded} loaded, {failed} failed, {skipped} skipped",
         diagnostics.ruleset_version.as_deref().unwrap_or("unknown"),
     );
 
@@ -114,4 +113,24 @@ pub(crate) fn eval(rules: &Path, timeout_us: u64, requests: &Path) -> anyhow::Re
     } else {
         ExitCode::from(2)
     })
+}
+
+/// Loads `--rules FILE`, or Warden's built-in default ruleset when no file is given.
+fn load_ruleset(
+    rules: Option<&Path>,
+) -> anyhow::Result<(Arc<warden_waf::Ruleset>, warden_waf::Diagnostics, String)> {
+    let (text, name) = match rules {
+        Some(path) => (
+            std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read ruleset {}", path.display()))?,
+            path.display().to_string(),
+        ),
+        None => (
+            warden_waf::DEFAULT_RULESET_JSON.to_string(),
+            "(built-in default)".to_string(),
+        ),
+    };
+    let (ruleset, diagnostics) = warden_waf::Ruleset::from_json(&text)
+        .with_context(|| format!("cannot load ruleset {name}"))?;
+    Ok((Arc::new(ruleset), diagnostics, name))
 }
