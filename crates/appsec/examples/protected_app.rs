@@ -21,6 +21,7 @@
 //! | `GET /gone/{*path}` | response inspection | always 404 (scanner probes are seen on the response) |
 //! | `GET /__stats` | test support | how many handler bodies ran |
 //! | `GET /__reports` | test support | app protection reports since the last call (drained) |
+//! | `POST /__flush` | test support | ships queued security spans to the agent now |
 //! | anything else | fallback | counts and answers 200 |
 
 use std::net::SocketAddr;
@@ -239,6 +240,15 @@ async fn reports(State(rec): State<Arc<Recorder>>) -> axum::Json<serde_json::Val
     axum::Json(serde_json::Value::Array(std::mem::take(&mut *g)))
 }
 
+async fn flush(State(appsec): State<Appsec>) -> axum::Json<serde_json::Value> {
+    let ok = tokio::task::spawn_blocking(move || {
+        appsec.flush_traces(std::time::Duration::from_secs(10))
+    })
+    .await
+    .unwrap_or(false);
+    axum::Json(json!({ "flushed": ok }))
+}
+
 async fn fallback(State(app): State<App>) -> &'static str {
     app.count();
     "handled\n"
@@ -264,8 +274,10 @@ fn main() -> std::process::ExitCode {
 async fn serve() -> Result<(), Box<dyn std::error::Error>> {
     let cfg = Config::from_env()?;
     let recorder = Arc::new(Recorder::default());
+    // Reports go to the agent as trace spans (the default sink, unless
+    // WARDEN_APPSEC_TRACE=false) and to the recorder behind `/__reports`.
     let appsec = Appsec::builder(cfg)
-        .event_sink(recorder.clone())
+        .add_event_sink(recorder.clone())
         .route_template(|ext| ext.get::<MatchedPath>().map(|m| m.as_str().to_string()))
         .peer_addr(|ext| ext.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip()))
         .build()?;
@@ -304,7 +316,8 @@ async fn serve() -> Result<(), Box<dyn std::error::Error>> {
         // Added after the layer: not protected, so reading it never changes what it counts.
         .route("/__stats", get(stats))
         .with_state(app)
-        .route("/__reports", get(reports).with_state(recorder));
+        .route("/__reports", get(reports).with_state(recorder))
+        .route("/__flush", post(flush).with_state(appsec.clone()));
 
     let port: u16 = std::env::var("PORT")
         .ok()

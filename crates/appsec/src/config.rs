@@ -159,6 +159,52 @@ pub struct Config {
     pub blocked_users: Vec<String>,
     /// `WARDEN_APPSEC_MAX_BODY_BYTES`, `_MAX_DEPTH`, `_MAX_CONTAINER_SIZE`, `_MAX_STRING_LENGTH`.
     pub limits: Limits,
+    /// Where reports go as trace spans and where remote configuration comes from.
+    pub agent: AgentConfig,
+}
+
+/// Reporting to, and configuration from, the local Warden (or Datadog) agent.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AgentConfig {
+    /// `WARDEN_APPSEC_TRACE` (default true): send each report as a trace span to the agent
+    /// (the default sink of [`crate::Appsec::from_env`]).
+    pub trace: bool,
+    /// `DD_TRACE_AGENT_URL` / `WARDEN_TRACE_AGENT_URL`, else
+    /// `http://$DD_AGENT_HOST:$DD_TRACE_AGENT_PORT`; default `http://127.0.0.1:8126`.
+    pub url: String,
+    /// `DD_SERVICE` / `WARDEN_SERVICE`; default: the executable's name.
+    pub service: String,
+    /// `DD_ENV` / `WARDEN_ENV`.
+    pub env: Option<String>,
+    /// `DD_VERSION` / `WARDEN_VERSION`.
+    pub version: Option<String>,
+    /// `WARDEN_APPSEC_REMOTE_CONFIG` (default: the value of `trace`): poll the agent for
+    /// denylists and ruleset updates.
+    pub remote_config: bool,
+    /// `WARDEN_APPSEC_REMOTE_CONFIG_INTERVAL_MS`, default 5000.
+    pub remote_config_interval_ms: u64,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        AgentConfig {
+            trace: true,
+            url: "http://127.0.0.1:8126".into(),
+            service: default_service(),
+            env: None,
+            version: None,
+            remote_config: true,
+            remote_config_interval_ms: 5_000,
+        }
+    }
+}
+
+fn default_service() -> String {
+    std::env::current_exe()
+        .ok()
+        .and_then(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "rust-app".into())
 }
 
 impl Default for Config {
@@ -173,6 +219,7 @@ impl Default for Config {
             blocked_ips: Vec::new(),
             blocked_users: Vec::new(),
             limits: Limits::default(),
+            agent: AgentConfig::default(),
         }
     }
 }
@@ -236,7 +283,63 @@ impl Config {
             lim.max_string_length =
                 parse_num("WARDEN_APPSEC_MAX_STRING_LENGTH", &v, 1, max)? as usize;
         }
+        c.agent = AgentConfig::from_lookup(&get)?;
         Ok(c)
+    }
+}
+
+impl AgentConfig {
+    fn from_lookup(get: &impl Fn(&str) -> Option<String>) -> Result<AgentConfig, ConfigError> {
+        let mut a = AgentConfig::default();
+        let first = |keys: &[&str]| {
+            keys.iter()
+                .find_map(|k| get(k).filter(|v| !v.trim().is_empty()))
+                .map(|v| v.trim().to_string())
+        };
+        if let Some(v) = get("WARDEN_APPSEC_TRACE") {
+            a.trace = parse_bool("WARDEN_APPSEC_TRACE", &v)?;
+        }
+        a.remote_config = a.trace;
+        if let Some(v) = get("WARDEN_APPSEC_REMOTE_CONFIG") {
+            a.remote_config = parse_bool("WARDEN_APPSEC_REMOTE_CONFIG", &v)?;
+        }
+        if let Some(v) = get("WARDEN_APPSEC_REMOTE_CONFIG_INTERVAL_MS") {
+            a.remote_config_interval_ms = parse_num(
+                "WARDEN_APPSEC_REMOTE_CONFIG_INTERVAL_MS",
+                &v,
+                100,
+                86_400_000,
+            )?;
+        }
+        if let Some(url) = first(&["WARDEN_TRACE_AGENT_URL", "DD_TRACE_AGENT_URL"]) {
+            if !url.starts_with("http://") {
+                return Err(ConfigError::BadValue {
+                    var: "DD_TRACE_AGENT_URL",
+                    value: url,
+                    reason: "expected an http:// URL of the local agent",
+                });
+            }
+            a.url = url.trim_end_matches('/').to_string();
+        } else {
+            let host = first(&["WARDEN_AGENT_HOST", "DD_AGENT_HOST"])
+                .unwrap_or_else(|| "127.0.0.1".into());
+            let port = match get("DD_TRACE_AGENT_PORT").filter(|v| !v.trim().is_empty()) {
+                Some(p) => parse_num("DD_TRACE_AGENT_PORT", &p, 1, 65_535)?,
+                None => 8126,
+            };
+            let host = if host.contains(':') && !host.starts_with('[') {
+                format!("[{host}]")
+            } else {
+                host
+            };
+            a.url = format!("http://{host}:{port}");
+        }
+        if let Some(v) = first(&["WARDEN_SERVICE", "DD_SERVICE"]) {
+            a.service = v;
+        }
+        a.env = first(&["WARDEN_ENV", "DD_ENV"]);
+        a.version = first(&["WARDEN_VERSION", "DD_VERSION"]);
+        Ok(a)
     }
 }
 

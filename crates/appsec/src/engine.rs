@@ -11,19 +11,23 @@
 use std::collections::{BTreeMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 use warden_waf::{Builder, Context, EvalResult, Event, LoadError, SharedRuleset};
 
 use crate::blocking::Blocked;
 use crate::config::{Cidr, Config, ConfigError, Mode};
+use crate::trace::{FanOut, TraceSink};
 
 /// Builder path of the application's ruleset.
 const PATH_RULES: &str = "ASM_DD/default";
 /// Builder path of the block-mode overrides.
 const PATH_BLOCKING: &str = "warden/blocking";
-/// Builder path of the denylists (`blocked_ips`, `blocked_users`).
+/// Builder path of the static denylists (`blocked_ips`, `blocked_users`).
 const PATH_DENYLIST: &str = "warden/denylist";
+/// Builder path of the denylists pulled from the agent (merged with the static ones).
+const PATH_REMOTE_DATA: &str = "ASM_DATA/warden";
 
 /// Errors while setting up app protection.
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +40,8 @@ pub enum AppsecError {
     NoRules,
     #[error("ruleset is not a JSON object: {0}")]
     RulesetJson(String),
+    #[error("rules_data: {0}")]
+    RulesData(String),
 }
 
 /// Receives what app protection saw on a request (events, blocking, user tracking).
@@ -92,6 +98,14 @@ pub struct RequestReport {
     pub waf_duration_ns: u64,
     pub waf_timeouts: u32,
     pub trace: TraceLink,
+    /// `User-Agent` of the request.
+    pub user_agent: Option<String>,
+    /// When the layer received the request, UNIX nanoseconds.
+    pub start_unix_ns: i64,
+    /// Time from receiving the request to the final response head, nanoseconds.
+    pub duration_ns: u64,
+    /// `metadata.rules_version` of the ruleset that evaluated the request.
+    pub rules_version: Option<String>,
 }
 
 impl RequestReport {
@@ -120,7 +134,10 @@ pub(crate) struct Inner {
     pub(crate) cfg: Config,
     pub(crate) shared: SharedRuleset,
     builder: Mutex<Builder>,
+    /// The ruleset the instance was built with (restored when a remote one is withdrawn).
+    startup_rules: Value,
     pub(crate) sink: Arc<dyn EventSink>,
+    trace: Option<Arc<TraceSink>>,
     pub(crate) route_fn: Option<RouteFn>,
     pub(crate) peer_fn: Option<PeerFn>,
     blocked_ips: Mutex<Vec<String>>,
@@ -146,14 +163,16 @@ impl std::fmt::Debug for Appsec {
 pub struct AppsecBuilder {
     cfg: Config,
     rules_json: Option<String>,
-    sink: Arc<dyn EventSink>,
+    sink: Option<Arc<dyn EventSink>>,
+    extra_sinks: Vec<Arc<dyn EventSink>>,
     route_fn: Option<RouteFn>,
     peer_fn: Option<PeerFn>,
 }
 
 impl Appsec {
-    /// Configuration from `WARDEN_APPSEC_*` variables, default hooks (log sink, peer from
-    /// [`PeerAddr`]).
+    /// Configuration from `WARDEN_APPSEC_*` variables, default hooks: reports go to the agent
+    /// as trace spans ([`TraceSink`]; [`LogSink`] with `WARDEN_APPSEC_TRACE=false`), the peer
+    /// comes from [`PeerAddr`], denylists and ruleset updates are pulled from the agent.
     pub fn from_env() -> Result<Appsec, AppsecError> {
         Appsec::builder(Config::from_env()?).build()
     }
@@ -162,7 +181,8 @@ impl Appsec {
         AppsecBuilder {
             cfg,
             rules_json: None,
-            sink: Arc::new(LogSink),
+            sink: None,
+            extra_sinks: Vec::new(),
             route_fn: None,
             peer_fn: None,
         }
@@ -179,6 +199,40 @@ impl Appsec {
 
     pub fn mode(&self) -> Option<Mode> {
         self.inner.as_ref().map(|i| i.cfg.mode)
+    }
+
+    /// Ships the security spans queued so far to the agent and waits for the answer (at most
+    /// `timeout`). False when it timed out or no trace sink is in use.
+    pub fn flush_traces(&self, timeout: Duration) -> bool {
+        match self.inner.as_ref().and_then(|i| i.trace.as_ref()) {
+            Some(t) => t.flush(timeout),
+            None => false,
+        }
+    }
+
+    /// Counters of the trace sink, when reports go to the agent.
+    pub fn trace_stats(&self) -> Option<Arc<crate::trace::TraceStats>> {
+        let t = self.inner.as_ref()?.trace.as_ref()?;
+        Some(Arc::clone(t.stats()))
+    }
+
+    /// Replace the denylists received from remote configuration: a `rules_data` array
+    /// (`[{"id":"blocked_ips","type":"ip_with_expiration","data":[{"value","expiration"}]}]`,
+    /// expirations in UNIX seconds, 0 = never). Merged with the static denylists.
+    pub fn set_rules_data(&self, rules_data: &Value) -> Result<(), AppsecError> {
+        match &self.inner {
+            Some(inner) => inner.set_remote_rules_data(rules_data),
+            None => Ok(()),
+        }
+    }
+
+    /// Swap the ruleset for new requests (`None` restores the one the instance was built
+    /// with). A ruleset that loads no rule is refused and the current one stays.
+    pub fn update_ruleset(&self, doc: Option<&Value>) -> Result<(), AppsecError> {
+        match &self.inner {
+            Some(inner) => inner.swap_ruleset(doc),
+            None => Ok(()),
+        }
     }
 
     /// The tower layer that protects a service with this instance.
@@ -216,8 +270,16 @@ impl AppsecBuilder {
         self
     }
 
+    /// Report to `sink` instead of the default ([`TraceSink`], or [`LogSink`] with
+    /// `WARDEN_APPSEC_TRACE=false`).
     pub fn event_sink(mut self, sink: Arc<dyn EventSink>) -> Self {
-        self.sink = sink;
+        self.sink = Some(sink);
+        self
+    }
+
+    /// Report to `sink` as well as to the main sink (default or [`Self::event_sink`]).
+    pub fn add_event_sink(mut self, sink: Arc<dyn EventSink>) -> Self {
+        self.extra_sinks.push(sink);
         self
     }
 
@@ -237,20 +299,17 @@ impl AppsecBuilder {
         self
     }
 
-    /// Load and compile the ruleset. Disabled configurations give a pass-through instance.
-    /// Enabled without a ruleset is an error ([`ConfigError::NoRuleset`]): Warden refuses to
-    /// start rather than run unprotected while claiming to be protected.
+    /// Load and compile the ruleset: the configured one, else Warden's built-in default.
+    /// Disabled configurations give a pass-through instance.
     pub fn build(self) -> Result<Appsec, AppsecError> {
         if !self.cfg.enabled {
             return Ok(Appsec::disabled());
         }
-        let json = match self.rules_json {
-            Some(j) => j,
-            None => {
-                let path = self.cfg.rules_path.clone().ok_or(ConfigError::NoRuleset)?;
-                std::fs::read_to_string(&path)
-                    .map_err(|source| ConfigError::ReadRuleset { path, source })?
-            }
+        let json = match (self.rules_json, self.cfg.rules_path.clone()) {
+            (Some(j), _) => j,
+            (None, Some(path)) => std::fs::read_to_string(&path)
+                .map_err(|source| ConfigError::ReadRuleset { path, source })?,
+            (None, None) => default_ruleset()?.to_string(),
         };
         let doc: Value =
             serde_json::from_str(&json).map_err(|e| AppsecError::RulesetJson(e.to_string()))?;
@@ -277,24 +336,104 @@ impl AppsecBuilder {
             )?;
         }
         let rs = builder.build();
+        let mut trace = None;
+        let main: Arc<dyn EventSink> = match self.sink {
+            Some(s) => s,
+            None if self.cfg.agent.trace => {
+                let t = Arc::new(TraceSink::new(self.cfg.agent.clone())?);
+                tracing::info!(agent = %self.cfg.agent.url, service = %self.cfg.agent.service,
+                    "appsec: security events reported as traces to the agent");
+                trace = Some(Arc::clone(&t));
+                t
+            }
+            None => Arc::new(LogSink),
+        };
+        let sink: Arc<dyn EventSink> = if self.extra_sinks.is_empty() {
+            main
+        } else {
+            let mut all = vec![main];
+            all.extend(self.extra_sinks);
+            Arc::new(FanOut(all))
+        };
         let inner = Arc::new(Inner {
             blocked_ips: Mutex::new(self.cfg.blocked_ips.clone()),
             blocked_users: Mutex::new(self.cfg.blocked_users.clone()),
             cfg: self.cfg,
             shared: SharedRuleset::new(rs),
             builder: Mutex::new(builder),
-            sink: self.sink,
+            startup_rules: doc,
+            sink,
+            trace,
             route_fn: self.route_fn,
             peer_fn: self.peer_fn,
         });
         if !lock(&inner.blocked_ips).is_empty() || !lock(&inner.blocked_users).is_empty() {
             inner.rebuild_denylist()?;
         }
+        if inner.cfg.agent.remote_config {
+            crate::remote::start(&inner)?;
+        }
         Ok(Appsec { inner: Some(inner) })
     }
 }
 
+/// Warden's built-in ruleset, used when none is configured.
+fn default_ruleset() -> Result<&'static str, ConfigError> {
+    Err(ConfigError::NoRuleset)
+}
+
 impl Inner {
+    pub(crate) fn set_remote_rules_data(&self, data: &Value) -> Result<(), AppsecError> {
+        let empty = match data {
+            Value::Array(a) => a.is_empty(),
+            Value::Null => true,
+            _ => {
+                return Err(AppsecError::RulesData(
+                    "expected an array of {id, type, data}".into(),
+                ));
+            }
+        };
+        let mut b = lock(&self.builder);
+        if empty {
+            let _ = b.remove(PATH_REMOTE_DATA);
+        } else {
+            let doc = json!({ "version": "2.2", "rules_data": data });
+            b.add_or_update_value(PATH_REMOTE_DATA, &doc)?;
+        }
+        self.shared.store(b.build());
+        Ok(())
+    }
+
+    pub(crate) fn swap_ruleset(&self, doc: Option<&Value>) -> Result<(), AppsecError> {
+        let doc = doc.unwrap_or(&self.startup_rules);
+        if !doc.is_object() {
+            return Err(AppsecError::RulesetJson(
+                "top level is not an object".into(),
+            ));
+        }
+        // Checked on the side first: a ruleset that loads nothing must not replace one that
+        // protects.
+        if Builder::new()
+            .add_or_update_value(PATH_RULES, doc)?
+            .total_loaded()
+            == 0
+        {
+            return Err(AppsecError::NoRules);
+        }
+        let mut b = lock(&self.builder);
+        let diags = b.add_or_update_value(PATH_RULES, doc)?;
+        if self.cfg.mode == Mode::Block {
+            b.add_or_update_value(PATH_BLOCKING, &blocking_config(doc, self.cfg.block_status))?;
+        }
+        self.shared.store(b.build());
+        tracing::info!(
+            rules_version = ?diags.ruleset_version,
+            loaded = diags.total_loaded(),
+            "appsec: ruleset updated"
+        );
+        Ok(())
+    }
+
     fn rebuild_denylist(&self) -> Result<(), AppsecError> {
         let entries = |v: &[String]| -> Vec<Value> {
             v.iter()

@@ -110,6 +110,11 @@ where
     RB: From<Bytes>,
 {
     let lim = app.cfg.limits;
+    let started = std::time::Instant::now();
+    let start_unix_ns = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+        .unwrap_or(0);
     let (mut parts, body) = req.into_parts();
 
     // Bounded body buffering.
@@ -213,6 +218,10 @@ where
     }
 
     let accept = parts.headers.get(header::ACCEPT).cloned();
+    let user_agent = parts
+        .headers
+        .get(header::USER_AGENT)
+        .map(|v| addresses::truncate(String::from_utf8_lossy(v.as_bytes()).into_owned(), 512));
     let trace = trace_link(&parts.headers);
     let method = parts.method.to_string();
     let uri = parts.uri.to_string();
@@ -261,6 +270,11 @@ where
     };
     let (events, tags, attributes, blocked, waf_ns, timeouts) = m;
     if !events.is_empty() || !tags.is_empty() || blocked.is_some() {
+        let rules_version = lock(&handle.st.m)
+            .ctx
+            .ruleset()
+            .rules_version()
+            .map(str::to_string);
         app.sink.report(RequestReport {
             method,
             uri,
@@ -274,6 +288,10 @@ where
             waf_duration_ns: waf_ns,
             waf_timeouts: timeouts,
             trace,
+            user_agent,
+            start_unix_ns,
+            duration_ns: u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX),
+            rules_version,
         });
     }
     Ok(response)

@@ -21,17 +21,22 @@
 //! look protected while protecting nothing.
 
 mod addresses;
+mod agent_client;
 mod blocking;
 mod body;
 mod config;
 mod engine;
 mod layer;
+mod remote;
+pub mod trace;
 
 pub use blocking::{BlockAction, Blocked};
 pub use body::{Body, BoxError};
-pub use config::{Cidr, Config, ConfigError, Limits, Mode};
+pub use config::{AgentConfig, Cidr, Config, ConfigError, Limits, Mode};
 pub use engine::{
     Appsec, AppsecBuilder, AppsecError, EventSink, LogSink, PathParams, PeerAddr, PeerFn,
     RequestHandle, RequestReport, RouteFn, TraceLink,
 };
 pub use layer::{AppsecLayer, AppsecService};
+pub use remote::REMOTE_CONFIG_PATH;
+pub use trace::{FanOut, TraceSink, TraceStats};
