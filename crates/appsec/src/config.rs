@@ -16,12 +16,6 @@ pub enum ConfigError {
     },
     #[error("invalid CIDR {0:?}: expected an IP address or ADDRESS/PREFIX")]
     BadCidr(String),
-    #[error(
-        "app protection is enabled but no ruleset is configured: set WARDEN_APPSEC_RULES to a \
-         ruleset file (Datadog AppSec format 2.x); Warden's built-in default ruleset is not \
-         available in this build"
-    )]
-    NoRuleset,
     #[error("cannot read ruleset {path}: {source}")]
     ReadRuleset {
         path: PathBuf,
@@ -144,7 +138,8 @@ pub struct Config {
     pub enabled: bool,
     /// `WARDEN_APPSEC_MODE` = `monitor` (default) | `block`.
     pub mode: Mode,
-    /// `WARDEN_APPSEC_RULES`: path of a ruleset (Datadog AppSec format 2.x).
+    /// `WARDEN_APPSEC_RULES`: path of a ruleset (Datadog AppSec format 2.x); Warden's built-in
+    /// default ruleset when absent.
     pub rules_path: Option<PathBuf>,
     /// `WARDEN_APPSEC_WAF_TIMEOUT_US`: WAF budget per evaluation, default 5000 (as ddtrace).
     pub waf_timeout_us: u64,

@@ -26,6 +26,8 @@ const PATH_RULES: &str = "ASM_DD/default";
 const PATH_BLOCKING: &str = "warden/blocking";
 /// Builder path of the static denylists (`blocked_ips`, `blocked_users`).
 const PATH_DENYLIST: &str = "warden/denylist";
+/// Builder path of the denylist rules Warden adds when the ruleset has none of its own.
+const PATH_ACL_RULES: &str = "warden/acl-rules";
 /// Builder path of the denylists pulled from the agent (merged with the static ones).
 const PATH_REMOTE_DATA: &str = "ASM_DATA/warden";
 
@@ -309,7 +311,7 @@ impl AppsecBuilder {
             (Some(j), _) => j,
             (None, Some(path)) => std::fs::read_to_string(&path)
                 .map_err(|source| ConfigError::ReadRuleset { path, source })?,
-            (None, None) => default_ruleset()?.to_string(),
+            (None, None) => warden_waf::DEFAULT_RULESET_JSON.to_string(),
         };
         let doc: Value =
             serde_json::from_str(&json).map_err(|e| AppsecError::RulesetJson(e.to_string()))?;
@@ -335,6 +337,7 @@ impl AppsecBuilder {
                 &blocking_config(&doc, self.cfg.block_status),
             )?;
         }
+        set_acl_rules(&mut builder, &doc)?;
         let rs = builder.build();
         let mut trace = None;
         let main: Arc<dyn EventSink> = match self.sink {
@@ -377,9 +380,58 @@ impl AppsecBuilder {
     }
 }
 
-/// Warden's built-in ruleset, used when none is configured.
-fn default_ruleset() -> Result<&'static str, ConfigError> {
-    Err(ConfigError::NoRuleset)
+/// Denylists only act through rules that read `blocked_ips` / `blocked_users`. Datadog's
+/// ruleset has them (`blk-001-001`, `blk-001-002`); for a ruleset without them (Warden's
+/// default, an operator's custom one) the same two rules are added under their own path, so
+/// the denylists work whatever the ruleset.
+fn set_acl_rules(b: &mut Builder, doc: &Value) -> Result<(), AppsecError> {
+    let mut has_ip = false;
+    let mut has_user = false;
+    for section in ["rules", "rules_compat"] {
+        for r in doc
+            .get(section)
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let id = r.get("id").and_then(Value::as_str).unwrap_or("");
+            has_ip |= id == "blk-001-001";
+            has_user |= id == "blk-001-002";
+            for c in r
+                .get("conditions")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                match c.pointer("/parameters/data").and_then(Value::as_str) {
+                    Some("blocked_ips") => has_ip = true,
+                    Some("blocked_users") => has_user = true,
+                    _ => {}
+                }
+            }
+        }
+    }
+    let mut rules = Vec::new();
+    if !has_ip {
+        rules.push(json!({"id": "blk-001-001", "name": "Block IP Addresses",
+            "tags": {"type": "block_ip", "category": "security_response", "module": "network-acl"},
+            "conditions": [{"operator": "ip_match", "parameters": {
+                "inputs": [{"address": "http.client_ip"}], "data": "blocked_ips"}}],
+            "transformers": [], "on_match": ["block"]}));
+    }
+    if !has_user {
+        rules.push(json!({"id": "blk-001-002", "name": "Block User Addresses",
+            "tags": {"type": "block_user", "category": "security_response", "module": "authentication-acl"},
+            "conditions": [{"operator": "exact_match", "parameters": {
+                "inputs": [{"address": "usr.id"}], "data": "blocked_users"}}],
+            "transformers": [], "on_match": ["block"]}));
+    }
+    if rules.is_empty() {
+        let _ = b.remove(PATH_ACL_RULES);
+    } else {
+        b.add_or_update_value(PATH_ACL_RULES, &json!({"version": "2.2", "rules": rules}))?;
+    }
+    Ok(())
 }
 
 impl Inner {
@@ -425,6 +477,7 @@ impl Inner {
         if self.cfg.mode == Mode::Block {
             b.add_or_update_value(PATH_BLOCKING, &blocking_config(doc, self.cfg.block_status))?;
         }
+        set_acl_rules(&mut b, doc)?;
         self.shared.store(b.build());
         tracing::info!(
             rules_version = ?diags.ruleset_version,

@@ -6,8 +6,8 @@
 //! Why a layer: axum and hyper services are tower services, so one `Layer` covers both without
 //! framework-specific code; framework facts the layer cannot see (route template, TCP peer)
 //! come through small hooks. Why configuration-only enabling: operators turn protection on
-//! with `WARDEN_APPSEC_ENABLED=true` and `WARDEN_APPSEC_RULES=<ruleset>`; block vs monitor is
-//! one more variable.
+//! with `WARDEN_APPSEC_ENABLED=true` (optionally `WARDEN_APPSEC_RULES=<ruleset>`); block vs
+//! monitor is one more variable.
 //!
 //! ```no_run
 //! # fn demo() -> Result<(), warden_appsec::AppsecError> {
@@ -16,9 +16,10 @@
 //! # let _ = layer; Ok(()) }
 //! ```
 //!
-//! Without a ruleset an enabled instance refuses to build ([`ConfigError::NoRuleset`]):
-//! Warden's built-in default ruleset does not exist yet, and silently running with none would
-//! look protected while protecting nothing.
+//! Without a configured ruleset an enabled instance uses Warden's built-in default ruleset
+//! (`warden_waf::DEFAULT_RULESET_JSON`): turning protection on must never mean running with
+//! no rules. Reports go to the local agent as trace spans ([`TraceSink`]) and the agent hands
+//! back denylists and ruleset updates ([`REMOTE_CONFIG_PATH`]), so one variable is enough.
 
 mod addresses;
 mod agent_client;

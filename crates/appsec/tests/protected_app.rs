@@ -585,20 +585,35 @@ fn body_limits_bound_buffering() {
 }
 
 #[test]
-fn enabled_without_ruleset_refuses_to_start() {
-    let exe = std::env::current_exe().expect("exe");
-    let bin = exe
-        .parent()
-        .and_then(|d| d.parent())
-        .expect("dir")
-        .join("examples/protected_app");
-    let out = std::process::Command::new(bin)
-        .env_clear()
-        .env("WARDEN_APPSEC_ENABLED", "true")
-        .env("PORT", "0")
-        .output()
-        .expect("run");
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("WARDEN_APPSEC_RULES"), "{err}");
+fn enabled_without_ruleset_uses_the_default_ruleset() {
+    // Nothing but "enabled": Warden's built-in ruleset protects, and the denylists work with
+    // it (its own ACL rules are added when a ruleset has none).
+    let a = App::start(&[
+        ("WARDEN_APPSEC_ENABLED", "true"),
+        ("WARDEN_APPSEC_MODE", "block"),
+        ("WARDEN_APPSEC_TRACE", "false"),
+        ("WARDEN_APPSEC_TRUSTED_PROXIES", "127.0.0.1"),
+        ("WARDEN_APPSEC_BLOCKED_IPS", "203.0.113.7"),
+        ("WARDEN_APPSEC_BLOCKED_USERS", "mallory"),
+    ]);
+    assert_eq!(common::get(a.port, "/hello?name=bob", &[]).status, 200);
+    let r = common::get(a.port, "/hello", &[("x-forwarded-for", "203.0.113.7")]);
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert_eq!(
+        common::get(a.port, "/me", &[("x-user", "mallory")]).status,
+        403
+    );
+    assert_eq!(
+        common::get(a.port, "/me", &[("x-user", "alice")]).status,
+        200
+    );
+    let before = a.reports().len();
+    let _ = common::get(a.port, &format!("/hello?id={}", q("1' OR '1'='1' --")), &[]);
+    let reports = a.reports();
+    assert!(
+        reports
+            .iter()
+            .any(|r| r["rules"].as_array().is_some_and(|x| !x.is_empty())),
+        "the default ruleset saw no SQL injection: {reports:#?} (before: {before})"
+    );
 }

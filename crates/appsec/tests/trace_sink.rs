@@ -159,6 +159,7 @@ fn security_spans_reach_the_trace_intake_as_msgpack_v04() {
         ("WARDEN_APPSEC_RULES", rules.as_str()),
         ("WARDEN_APPSEC_MODE", "block"),
         ("WARDEN_APPSEC_TRUSTED_PROXIES", "127.0.0.1"),
+        ("WARDEN_APPSEC_TRACE", "true"),
         ("DD_TRACE_AGENT_URL", url.as_str()),
         ("DD_SERVICE", "shop"),
         ("DD_ENV", "test"),
@@ -346,6 +347,7 @@ fn denylists_and_ruleset_from_the_agent_apply_without_restart() {
         ("WARDEN_APPSEC_RULES", rules.as_str()),
         ("WARDEN_APPSEC_MODE", "block"),
         ("WARDEN_APPSEC_TRUSTED_PROXIES", "127.0.0.1"),
+        ("WARDEN_APPSEC_TRACE", "true"),
         ("DD_TRACE_AGENT_URL", url.as_str()),
         ("WARDEN_APPSEC_REMOTE_CONFIG_INTERVAL_MS", "200"),
     ]);

@@ -353,6 +353,8 @@ impl App {
         cmd.env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("PORT", "0")
+            // No trace shipping unless a test asks for it (and then to its own receiver).
+            .env("WARDEN_APPSEC_TRACE", "false")
             .stdout(Stdio::piped())
             .stderr(Stdio::null());
         for (k, v) in env {
