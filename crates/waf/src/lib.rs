@@ -32,3 +32,38 @@ pub use serde_json::Value;
 /// when no ruleset is configured. Written for Warden, not derived from other rulesets; see
 /// docs/detection.md and docs/adr/0007-default-ruleset.md.
 pub const DEFAULT_RULESET_JSON: &str = include_str!("../../../rules/warden-default.json");
+
+/// The overlay that turns [`DEFAULT_RULESET_JSON`] (or any ruleset tagged the same way) into
+/// the `paranoid` profile: it enables the rules tagged `profile: paranoid` and makes every
+/// `attack_attempt` rule monitor-only. Add it to a [`Builder`] under its own path, after the
+/// base ruleset.
+pub const PARANOID_PROFILE_JSON: &str = include_str!("../../../rules/warden-paranoid.json");
+
+/// Profiles of Warden's default ruleset (docs/detection.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Profile {
+    /// Blocks on high-confidence rules only; medium and low confidence rules monitor.
+    #[default]
+    Default,
+    /// Adds the `profile: paranoid` rules and only monitors.
+    Paranoid,
+}
+
+impl Profile {
+    /// `"default"` or `"paranoid"`.
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "default" => Some(Profile::Default),
+            "paranoid" => Some(Profile::Paranoid),
+            _ => None,
+        }
+    }
+
+    /// The configuration to add on top of the base ruleset, if any.
+    pub fn overlay_json(self) -> Option<&'static str> {
+        match self {
+            Profile::Default => None,
+            Profile::Paranoid => Some(PARANOID_PROFILE_JSON),
+        }
+    }
+}

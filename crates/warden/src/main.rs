@@ -6,6 +6,7 @@
 mod agent_cmd;
 mod dogstatsd_cmd;
 mod server_cmd;
+mod waf_build;
 mod waf_cmd;
 
 use std::path::PathBuf;
@@ -63,6 +64,37 @@ enum WafCommand {
         #[arg(value_name = "REQUESTS.jsonl")]
         requests: PathBuf,
     },
+    /// Detection and false-positive rates of a ruleset per family and per rule over labelled
+    /// corpora (JSONL: `{"label": "attack"|"negative"|"benign"|..., "crs_file"?, "addresses"}`).
+    Score {
+        /// Ruleset in the Datadog AppSec format (JSON); Warden's built-in default when omitted.
+        #[arg(long, value_name = "FILE")]
+        rules: Option<PathBuf>,
+        /// `default` (as loaded) or `paranoid` (adds paranoid rules, monitor only).
+        #[arg(long, default_value = "default", value_parser = ["default", "paranoid"])]
+        profile: String,
+        /// Time budget per request in microseconds.
+        #[arg(long, value_name = "N", default_value_t = 1_000_000)]
+        timeout_us: u64,
+        /// Print one JSON document instead of tables.
+        #[arg(long)]
+        json: bool,
+        /// Labelled corpora to score.
+        #[arg(value_name = "CORPUS.jsonl", required = true)]
+        corpora: Vec<PathBuf>,
+    },
+    /// Compile the default ruleset's YAML sources into the JSON the engine embeds.
+    BuildRules {
+        /// Directory of `*.yaml` rule sources.
+        #[arg(long, value_name = "DIR", default_value = "rules/src")]
+        src: PathBuf,
+        /// Output ruleset.
+        #[arg(long, value_name = "FILE", default_value = "rules/warden-default.json")]
+        out: PathBuf,
+        /// Do not write: fail if the output is not what the sources build to.
+        #[arg(long)]
+        check: bool,
+    },
 }
 
 #[derive(clap::Args, Debug)]
@@ -107,6 +139,22 @@ fn main() -> ExitCode {
             timeout_us,
             requests,
         }) => waf_cmd::eval(rules.as_deref(), timeout_us, &requests),
+        Command::Waf(WafCommand::Score {
+            rules,
+            profile,
+            timeout_us,
+            json,
+            corpora,
+        }) => waf_cmd::score(&waf_cmd::ScoreArgs {
+            rules: rules.as_deref(),
+            profile: warden_waf::Profile::parse(&profile).unwrap_or_default(),
+            timeout_us,
+            json,
+            corpora: &corpora,
+        }),
+        Command::Waf(WafCommand::BuildRules { src, out, check }) => {
+            waf_build::build_rules(&src, &out, check)
+        }
         Command::Server(args) => server_cmd::server(args),
         Command::Up(args) => server_cmd::up(args),
         Command::Keys { data_dir, command } => server_cmd::keys(data_dir, command),
