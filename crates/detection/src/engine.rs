@@ -514,6 +514,18 @@ impl Engine {
             (None, Some(ci)) => {
                 let id = make_id(self.seed, &mut self.counter, t);
                 let mut s = new_signal(id, c, &key, None, e);
+                // The events that crossed the threshold are part of the signal.
+                let in_windows: usize = g.windows.iter().map(|w| w.entries.len()).sum();
+                s.events_matched = (in_windows as u64).max(1);
+                if let Some(first) = g
+                    .windows
+                    .iter()
+                    .filter_map(|w| w.entries.front())
+                    .map(|x| x.0)
+                    .min()
+                {
+                    s.first_seen_ms = s.first_seen_ms.min(first);
+                }
                 set_case(&mut s, c, ci);
                 let actions = case_actions(&c.rule.cases[ci].actions, &s, e);
                 g.active = Some(Active { signal: s });

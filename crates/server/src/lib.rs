@@ -262,6 +262,7 @@ impl Server {
             security: security::State::open(&ctx)?,
             alerting: alerting::State::open(&ctx)?,
         });
+        security::start(&state);
         let https = acceptor.is_some();
         if !https {
             tracing::warn!(

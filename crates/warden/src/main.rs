@@ -6,6 +6,7 @@
 mod agent_cmd;
 mod dogstatsd_cmd;
 mod server_cmd;
+mod signals_cmd;
 mod waf_build;
 mod waf_cmd;
 
@@ -47,6 +48,8 @@ enum Command {
     },
     /// Query metrics from a Warden server and print a table.
     Query(server_cmd::QueryArgs),
+    /// Security signals: list, show, acknowledge, resolve.
+    Signals(signals_cmd::SignalsArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -159,6 +162,7 @@ fn main() -> ExitCode {
         Command::Up(args) => server_cmd::up(args),
         Command::Keys { data_dir, command } => server_cmd::keys(data_dir, command),
         Command::Query(args) => server_cmd::query(args),
+        Command::Signals(args) => signals_cmd::run(args),
     };
     match result {
         Ok(code) => code,

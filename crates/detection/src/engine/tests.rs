@@ -82,10 +82,12 @@ fn threshold_counts_per_group_and_fires_once() {
     let s = c[0];
     assert_eq!(s.group_by["@http.client_ip"], "1.1.1.1");
     assert_eq!(s.status, Severity::High);
-    assert_eq!(s.events_matched, 1);
+    assert_eq!(s.events_matched, 4, "the events that crossed the threshold");
+    assert_eq!(s.first_seen_ms, t0);
+    assert_eq!(s.timestamp_ms, t0 + 10);
     assert_eq!(u[1].kind, UpdateKind::Updated);
     assert_eq!(u[1].signal.id, s.id);
-    assert_eq!(u[1].signal.events_matched, 2);
+    assert_eq!(u[1].signal.events_matched, 5);
     assert_eq!(s.notifications, vec!["@slack-sec"]);
     assert!(s.tags.contains(&"env:staging".to_string()));
     assert_eq!(e.stats().events_evaluated, 8);

@@ -1,0 +1,191 @@
+//! The engine thread: drains the event queue, runs each org's rules, persists the changed
+//! signals in one transaction per batch, then notifies and runs rule actions.
+//!
+//! Why one thread and a queue: `ingest` is called from the trace intake's request path and
+//! must never wait on rule evaluation or SQLite; the engine is single-threaded state anyway
+//! (windows per group), and at the rates Warden targets (thousands of events per second) one
+//! core is plenty. Effects happen only after the signal is durable, so a notification never
+//! names a signal the API cannot show.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use warden_detection::{Engine, Signal, SignalUpdate, UpdateKind};
+
+use super::{Effects, Msg, Shared};
+
+/// Longest a live signal can last (the largest `maxSignalDuration`): how far back a restart
+/// looks for signals to re-adopt.
+const MAX_SIGNAL_MS: i64 = 86_400_000;
+/// Events processed before the batch is persisted even if the queue is not empty.
+const MAX_BATCH_EVENTS: usize = 20_000;
+
+pub(crate) fn run(
+    shared: Arc<Shared>,
+    rx: Receiver<Msg>,
+    effects: Arc<Mutex<Option<Arc<dyn Effects>>>>,
+) {
+    let mut engines: HashMap<u64, Engine> = HashMap::new();
+    let mut last_tick = Instant::now();
+    loop {
+        let first = match rx.recv_timeout(Duration::from_millis(500)) {
+            Ok(m) => Some(m),
+            Err(RecvTimeoutError::Timeout) => None,
+            Err(RecvTimeoutError::Disconnected) => return,
+        };
+        let mut msgs = Vec::new();
+        let mut n_events = 0usize;
+        if let Some(m) = first {
+            if let Msg::Events { events, .. } = &m {
+                n_events += events.len();
+            }
+            msgs.push(m);
+            while n_events < MAX_BATCH_EVENTS {
+                match rx.try_recv() {
+                    Ok(m) => {
+                        if let Msg::Events { events, .. } = &m {
+                            n_events += events.len();
+                        }
+                        msgs.push(m);
+                    }
+                    Err(_) => break,
+                }
+            }
+        }
+        let mut updates: Vec<(u64, SignalUpdate, Instant)> = Vec::new();
+        let mut syncs = Vec::new();
+        for m in msgs {
+            match m {
+                Msg::Events { org, events, at } => {
+                    let eng = engine_for(&shared, &mut engines, org);
+                    let mut out = Vec::new();
+                    for e in &events {
+                        eng.process(e, &mut out);
+                    }
+                    shared
+                        .stats
+                        .events_evaluated
+                        .fetch_add(events.len() as u64, Ordering::Relaxed);
+                    updates.extend(out.into_iter().map(|u| (org, u, at)));
+                }
+                Msg::Reload(org) => {
+                    if let Some(eng) = engines.get_mut(&org) {
+                        match super::load_rules(&shared, org) {
+                            Ok(rules) => eng.set_rules(rules),
+                            Err(e) => tracing::error!(org, error = %e, "reloading detection rules"),
+                        }
+                    }
+                }
+                Msg::Sync(tx) => syncs.push(tx),
+            }
+        }
+        if !updates.is_empty() {
+            persist_and_act(&shared, &effects, updates);
+        }
+        for s in syncs {
+            let _ = s.send(());
+        }
+        if last_tick.elapsed() >= Duration::from_secs(5) {
+            let now = crate::now_secs() * 1000;
+            for eng in engines.values_mut() {
+                eng.tick(now);
+            }
+            last_tick = Instant::now();
+        }
+    }
+}
+
+fn engine_for<'a>(
+    shared: &Shared,
+    engines: &'a mut HashMap<u64, Engine>,
+    org: u64,
+) -> &'a mut Engine {
+    engines.entry(org).or_insert_with(|| {
+        let mut seed = [0u8; 8];
+        let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut seed);
+        let mut eng = Engine::new(u64::from_le_bytes(seed));
+        match super::load_rules(shared, org) {
+            Ok(rules) => eng.set_rules(rules),
+            Err(e) => tracing::error!(org, error = %e, "loading detection rules"),
+        }
+        let now = crate::now_secs() * 1000;
+        let recent = shared
+            .db
+            .lock()
+            .map_err(|e| e.to_string())
+            .and_then(|db| db.recent(org, now - MAX_SIGNAL_MS));
+        match recent {
+            Ok(signals) => {
+                for s in signals {
+                    eng.restore(s, now);
+                }
+            }
+            Err(e) => tracing::error!(org, error = %e, "re-adopting live signals"),
+        }
+        eng
+    })
+}
+
+fn persist_and_act(
+    shared: &Shared,
+    effects: &Mutex<Option<Arc<dyn Effects>>>,
+    updates: Vec<(u64, SignalUpdate, Instant)>,
+) {
+    // Last snapshot per signal is what gets written.
+    let mut last: HashMap<(u64, String), usize> = HashMap::new();
+    for (i, (org, u, _)) in updates.iter().enumerate() {
+        last.insert((*org, u.signal.id.clone()), i);
+    }
+    let mut idx: Vec<usize> = last.values().copied().collect();
+    idx.sort_unstable();
+    let rows: Vec<(u64, &Signal)> = idx
+        .iter()
+        .map(|&i| (updates[i].0, &updates[i].1.signal))
+        .collect();
+    let res = match shared.db.lock() {
+        Ok(mut db) => db.put_signals(&rows),
+        Err(e) => Err(e.to_string()),
+    };
+    if let Err(e) = res {
+        // The signals stay live in the engine; the next event of each rewrites it.
+        shared.stats.persist_errors.fetch_add(1, Ordering::Relaxed);
+        tracing::error!(error = %e, n = rows.len(), "persisting signals failed");
+        return;
+    }
+    let done = Instant::now();
+    {
+        let mut lat = shared
+            .stats
+            .latency_us
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        for (_, u, at) in &updates {
+            let us = done.saturating_duration_since(*at).as_micros() as u64;
+            if lat.len() < 2_000_000 {
+                lat.push(us);
+            }
+            if u.kind == UpdateKind::Created {
+                shared.stats.signals_created.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+    shared
+        .stats
+        .signal_writes
+        .fetch_add(rows.len() as u64, Ordering::Relaxed);
+    let fx = effects.lock().ok().and_then(|g| g.clone());
+    let Some(fx) = fx else {
+        return;
+    };
+    for (org, u, _) in &updates {
+        if matches!(u.kind, UpdateKind::Created | UpdateKind::Escalated) {
+            fx.signal_triggered(*org, &u.signal);
+        }
+        for a in &u.actions {
+            fx.action(*org, &u.signal, a);
+        }
+    }
+}
