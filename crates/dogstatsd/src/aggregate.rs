@@ -31,9 +31,9 @@
 //! [`CONTEXT_EXPIRY_SECONDS`] that hold no data are forgotten.
 
 use std::collections::BTreeMap;
-use std::hash::Hasher;
+use std::hash::{BuildHasherDefault, Hash, Hasher};
 
-use rustc_hash::{FxHashMap, FxHashSet, FxHasher};
+use rustc_hash::{FxHashMap, FxHashSet};
 use warden_model::{DDSketch, MetricKind, Point, Series, SketchSeries};
 
 use crate::parse::{Metric, MetricType, Tags, is_reserved_tag};
@@ -137,9 +137,48 @@ impl HistAgg {
     }
 }
 
+/// A context's identity: two independent 64-bit hashes of (name, type, host, tag set).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct CtxKey(u64, u64);
+
+impl Hash for CtxKey {
+    #[inline]
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        // Already a well-mixed hash: the table uses it as is (see `PassThrough`).
+        state.write_u64(self.0);
+    }
+}
+
+/// Hasher for keys that are already hashes: hashing them again is wasted work per line.
+#[derive(Default)]
+struct PassThrough(u64);
+
+impl Hasher for PassThrough {
+    #[inline]
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Not used by `CtxKey`; a correct (if slow) fallback.
+        for &b in bytes {
+            self.0 = fold_mul(self.0 ^ u64::from(b), K2);
+        }
+    }
+
+    #[inline]
+    fn write_u64(&mut self, x: u64) {
+        self.0 = x;
+    }
+}
+
 struct Context {
-    /// Key under which the context is indexed.
-    key: (u64, u64),
+    /// Canonical identity (order-insensitive tag set), the key of `Aggregator::canon`.
+    key: CtxKey,
+    /// Raw keys (name, type and tag text exactly as sent) that resolve to this context in
+    /// `Aggregator::index`: usually one; more when clients send the tags in several orders or
+    /// with repeats. Removed with the context.
+    aliases: Vec<CtxKey>,
     name: Box<str>,
     host: Box<str>,
     /// Sorted, de-duplicated, extra tags included.
@@ -207,14 +246,21 @@ pub struct Aggregator {
     /// Per context id: end of the last bucket that held its data (or its creation time).
     last_seen: Vec<i64>,
     free: Vec<u32>,
-    index: FxHashMap<(u64, u64), Slot>,
+    /// Raw key (see [`raw_key`]) → context: the per-line lookup.
+    index: std::collections::HashMap<CtxKey, Slot, BuildHasherDefault<PassThrough>>,
+    /// Canonical key (see [`Aggregator::context_hashes`]) → context id: consulted only when a
+    /// raw form is seen for the first time.
+    canon: std::collections::HashMap<CtxKey, u32, BuildHasherDefault<PassThrough>>,
     buckets: BTreeMap<i64, Bucket>,
     next_generation: u64,
     /// Counter contexts still reporting: id → timestamp of their last sample.
     live_counters: FxHashMap<u32, i64>,
     last_cutoff: Option<i64>,
     late: Vec<Series>,
-    scratch: Vec<u64>,
+    /// Per-tag hashes of the line being inserted (reused: no allocation per line).
+    scratch: Vec<(u64, u64)>,
+    /// Hash of `cfg.hostname`, the host of every line without a `host:` tag.
+    default_host_hash: (u64, u64),
     stats: AggregatorStats,
 }
 
@@ -229,21 +275,86 @@ fn normalize_rate(rate: f64) -> f64 {
     if rate > 0.0 && rate <= 1.0 { rate } else { 1.0 }
 }
 
+/// Up to this many tags, repeats are found by scanning; above, by sorting.
+const DEDUP_SCAN_MAX: usize = 16;
+
+// Hash constants (hex digits of pi, as in foldhash/wyhash-style hashers).
+const K0: u64 = 0x243f_6a88_85a3_08d3;
+const K1: u64 = 0x1319_8a2e_0370_7344;
+const K2: u64 = 0xa409_3822_299f_31d0;
+const K3: u64 = 0x082e_fa98_ec4e_6c89;
+
+/// Folded 64x64->128-bit multiply: the mixing step of foldhash/wyhash. Cheap (one `mul`) and
+/// every output bit depends on every input bit.
 #[inline]
-fn hash_str(s: &str) -> u64 {
-    let mut h = FxHasher::default();
-    h.write(s.as_bytes());
-    // Fx output is weak in the low bits, and these hashes are combined: finalise.
-    hash_u64(h.finish())
+fn fold_mul(a: u64, b: u64) -> u64 {
+    let p = u128::from(a) * u128::from(b);
+    (p as u64) ^ ((p >> 64) as u64)
 }
 
-/// splitmix64 finaliser.
+/// Little-endian `u64` from the first eight bytes of `b` (which has at least eight).
 #[inline]
-fn hash_u64(x: u64) -> u64 {
-    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
+fn word8(b: &[u8]) -> u64 {
+    let mut w = [0u8; 8];
+    w.copy_from_slice(&b[..8]);
+    u64::from_le_bytes(w)
+}
+
+/// Little-endian `u32` from the first four bytes of `b` (which has at least four).
+#[inline]
+fn word4(b: &[u8]) -> u64 {
+    let mut w = [0u8; 4];
+    w.copy_from_slice(&b[..4]);
+    u64::from(u32::from_le_bytes(w))
+}
+
+/// Two independent 64-bit hashes of a byte string, eight bytes per step. Short tails are read
+/// with overlapping fixed-size loads (no variable-length copy); with the length mixed in, the
+/// words still determine the string.
+#[inline]
+fn hash_bytes2(b: &[u8]) -> (u64, u64) {
+    let len = b.len();
+    let (mut x, mut y) = (K0 ^ len as u64, K1 ^ (len as u64).rotate_left(32));
+    if len >= 8 {
+        let mut rest = b;
+        while rest.len() > 8 {
+            let w = word8(rest);
+            x = fold_mul(x ^ w, K2);
+            y = fold_mul(y ^ w, K3);
+            rest = &rest[8..];
+        }
+        // The last eight bytes (overlapping the previous word when the length is not a
+        // multiple of eight).
+        let w = word8(&b[len - 8..]);
+        x = fold_mul(x ^ w, K2);
+        y = fold_mul(y ^ w, K3);
+    } else {
+        let w = if len >= 4 {
+            (word4(b) << 32) | word4(&b[len - 4..])
+        } else if len > 0 {
+            (u64::from(b[0]) << 16) | (u64::from(b[len / 2]) << 8) | u64::from(b[len - 1])
+        } else {
+            0
+        };
+        x = fold_mul(x ^ w, K2);
+        y = fold_mul(y ^ w, K3);
+    }
+    (fold_mul(x, K1 ^ K3), fold_mul(y, K0 ^ K2))
+}
+
+/// Identity of a line's context as sent: name, type and the tag text byte for byte (order,
+/// repeats and reserved tags included). Equal raw forms always mean the same context, so the
+/// per-line lookup hashes about 50 contiguous bytes and nothing else; the order-insensitive
+/// canonical identity is computed only the first time a raw form is seen.
+#[inline]
+fn raw_key(m: &Metric<'_>) -> CtxKey {
+    let (na, nb) = hash_bytes2(m.name.as_bytes());
+    let (ta, tb) = hash_bytes2(m.tags.raw().as_bytes());
+    let ty = m.metric_type as u64;
+    CtxKey(
+        fold_mul(na ^ K0 ^ ty, ta ^ K2),
+        fold_mul(nb ^ K1 ^ ty.rotate_left(17), tb ^ K3),
+    )
 }
 
 /// What a tag means to the aggregator: the host override, another reserved tag (dropped), or a
@@ -305,6 +416,7 @@ impl Aggregator {
             .into_iter()
             .map(|p| (p, format!(".{p}percentile")))
             .collect();
+        let cfg_hostname = cfg.hostname.clone();
         Self {
             cfg,
             aggregates,
@@ -312,13 +424,15 @@ impl Aggregator {
             contexts: Vec::new(),
             last_seen: Vec::new(),
             free: Vec::new(),
-            index: FxHashMap::default(),
+            index: Default::default(),
+            canon: Default::default(),
             buckets: BTreeMap::new(),
             next_generation: 0,
             live_counters: FxHashMap::default(),
             last_cutoff: None,
             late: Vec::new(),
             scratch: Vec::new(),
+            default_host_hash: hash_bytes2(cfg_hostname.as_bytes()),
             stats: AggregatorStats::default(),
         }
     }
@@ -330,7 +444,7 @@ impl Aggregator {
     /// Live contexts (with data in an open bucket, a counter still reporting zeros, or used in
     /// the last [`CONTEXT_EXPIRY_SECONDS`]).
     pub fn context_count(&self) -> usize {
-        self.index.len()
+        self.canon.len()
     }
 
     pub fn stats(&self) -> AggregatorStats {
@@ -344,8 +458,11 @@ impl Aggregator {
             self.insert_late(m, ts);
             return;
         }
-        let key = self.context_hashes(m);
-        let (id, cached) = self.find_or_create(m, key, now);
+        let key = raw_key(m);
+        let (id, cached) = match self.index.get(&key) {
+            Some(slot) => (slot.id, Some((slot.generation, slot.pos))),
+            None => (self.resolve_new_raw_form(m, key, now), None),
+        };
 
         let b = bucket_start(now);
         let next_generation = &mut self.next_generation;
@@ -477,51 +594,78 @@ impl Aggregator {
     }
 
     /// Two independent 64-bit hashes of (name, type, host, tag set); no allocation.
-    fn context_hashes(&mut self, m: &Metric<'_>) -> (u64, u64) {
-        let mut host: &str = &self.cfg.hostname;
+    ///
+    /// The tag set is order-insensitive and de-duplicated: the per-tag hashes are combined by
+    /// wrapping addition (commutative), after dropping repeats. Sorting them instead costs a
+    /// branch misprediction per swap on every line.
+    #[inline]
+    fn context_hashes(&mut self, m: &Metric<'_>) -> CtxKey {
+        let mut host = None;
         self.scratch.clear();
         for t in m.tags.iter() {
             match tag_role(t) {
-                TagRole::Host(h) => host = h,
+                TagRole::Host(h) => host = Some(h),
                 TagRole::Reserved => {}
-                TagRole::Plain => self.scratch.push(hash_str(t)),
+                TagRole::Plain => self.scratch.push(hash_bytes2(t.as_bytes())),
             }
         }
-        if self.scratch.len() > 1 {
-            self.scratch.sort_unstable();
-            self.scratch.dedup();
+        let tags = &mut self.scratch;
+        if tags.len() > DEDUP_SCAN_MAX {
+            tags.sort_unstable();
+            tags.dedup();
         }
-        let mut h1 = FxHasher::default();
-        let mut h2 = FxHasher::with_seed(0x51_7c_c1_b7_27_22_0a_95);
-        for h in [&mut h1, &mut h2] {
-            h.write(m.name.as_bytes());
-            h.write_u8(0xff);
-            h.write_u8(m.metric_type as u8);
-            h.write(host.as_bytes());
-            h.write_u8(0xff);
-            h.write_usize(self.scratch.len());
+        let (mut sum_a, mut sum_b, mut n) = (0u64, 0u64, 0u64);
+        for (i, t) in tags.iter().enumerate() {
+            // Repeats are rare; for a few tags a scan is cheaper than a sort (and predictable).
+            if tags.len() <= DEDUP_SCAN_MAX && tags[..i].contains(t) {
+                continue;
+            }
+            sum_a = sum_a.wrapping_add(t.0);
+            sum_b = sum_b.wrapping_add(t.1);
+            n += 1;
         }
-        for &t in &self.scratch {
-            h1.write_u64(t);
-            h2.write_u64(t.rotate_left(23));
-        }
-        (h1.finish(), hash_u64(h2.finish()))
+        let host = match host {
+            Some(h) => hash_bytes2(h.as_bytes()),
+            None => self.default_host_hash,
+        };
+        let (na, nb) = hash_bytes2(m.name.as_bytes());
+        let ty = m.metric_type as u64;
+        let h1 = fold_mul(na ^ K0, host.0 ^ K2 ^ ty);
+        let h2 = fold_mul(nb ^ K1, host.1 ^ K3 ^ ty);
+        CtxKey(
+            fold_mul(h1 ^ sum_a, K1 ^ n),
+            fold_mul(h2 ^ sum_b, K0 ^ n.rotate_left(32)),
+        )
     }
 
-    /// Returns `(context id, cached (generation, position))`; allocates only when the
-    /// context is new.
-    fn find_or_create(
-        &mut self,
-        m: &Metric<'_>,
-        key: (u64, u64),
-        now: i64,
-    ) -> (u32, Option<(u64, u32)>) {
-        if let Some(slot) = self.index.get(&key) {
-            return (slot.id, Some((slot.generation, slot.pos)));
+    /// First sight of a raw form: finds its context by canonical identity (creating the
+    /// context if it is new) and indexes the raw form as an alias of it.
+    #[cold]
+    fn resolve_new_raw_form(&mut self, m: &Metric<'_>, raw: CtxKey, now: i64) -> u32 {
+        let key = self.context_hashes(m);
+        let id = match self.canon.get(&key) {
+            Some(&id) => id,
+            None => self.create_context(m, key, now),
+        };
+        if let Some(Some(ctx)) = self.contexts.get_mut(id as usize) {
+            ctx.aliases.push(raw);
         }
+        self.index.insert(
+            raw,
+            Slot {
+                id,
+                pos: 0,
+                generation: 0,
+            },
+        );
+        id
+    }
+
+    fn create_context(&mut self, m: &Metric<'_>, key: CtxKey, now: i64) -> u32 {
         let (host, tags) = self.owned_identity(m.tags);
         let ctx = Context {
             key,
+            aliases: Vec::with_capacity(1),
             name: m.name.into(),
             host: host.into(),
             tags,
@@ -539,16 +683,9 @@ impl Aggregator {
                 (self.contexts.len() - 1) as u32
             }
         };
-        self.index.insert(
-            key,
-            Slot {
-                id,
-                pos: 0,
-                generation: 0,
-            },
-        );
+        self.canon.insert(key, id);
         self.stats.contexts_created += 1;
-        (id, None)
+        id
     }
 
     /// Closes every bucket that ended at or before the start of the bucket containing `now`
@@ -665,7 +802,10 @@ impl Aggregator {
                 && !self.live_counters.contains_key(&id32)
                 && !open.contains(&id32);
             if expired && let Some(ctx) = self.contexts[id].take() {
-                self.index.remove(&ctx.key);
+                self.canon.remove(&ctx.key);
+                for alias in &ctx.aliases {
+                    self.index.remove(alias);
+                }
                 self.free.push(id32);
                 self.stats.contexts_expired += 1;
             }

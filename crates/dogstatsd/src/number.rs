@@ -17,6 +17,9 @@ pub(crate) fn parse_go_float(s: &str) -> Option<f64> {
     if b.is_empty() {
         return None;
     }
+    if let Some(v) = fast_decimal(b) {
+        return Some(v);
+    }
     if let Some(v) = special(b) {
         return Some(v);
     }
@@ -34,6 +37,47 @@ pub(crate) fn parse_go_float(s: &str) -> Option<f64> {
     }
     let v: f64 = s.parse().ok()?;
     if v.is_infinite() { None } else { Some(v) }
+}
+
+/// Powers of ten that are exact in an `f64`.
+const EXACT_POW10: [f64; 16] = [
+    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
+];
+
+/// The common case, `[-]digits[.digits]` with at most 15 digits and no exponent, without the
+/// general grammar check and decimal conversion: `None` means "take the general path".
+///
+/// Why this is exact: a mantissa of at most 15 digits is below 2^53, so it and `10^k` for
+/// `k <= 15` are exact `f64`s, and one IEEE division of two exact values is correctly rounded
+/// (Clinger's fast path), the same result as the standard library's conversion.
+#[inline]
+fn fast_decimal(b: &[u8]) -> Option<f64> {
+    let (neg, body) = match b.first()? {
+        b'-' => (true, &b[1..]),
+        _ => (false, b),
+    };
+    if body.is_empty() || body.len() > 16 {
+        return None;
+    }
+    let mut mantissa: u64 = 0;
+    let mut digits = 0usize;
+    let mut frac: Option<usize> = None;
+    for (i, &c) in body.iter().enumerate() {
+        match c {
+            b'0'..=b'9' => {
+                mantissa = mantissa * 10 + u64::from(c - b'0');
+                digits += 1;
+            }
+            b'.' if frac.is_none() => frac = Some(i),
+            _ => return None,
+        }
+    }
+    if digits == 0 || digits > 15 {
+        return None;
+    }
+    let scale = frac.map_or(0, |i| body.len() - i - 1);
+    let v = mantissa as f64 / *EXACT_POW10.get(scale)?;
+    Some(if neg { -v } else { v })
 }
 
 /// Go's `special`: infinities (optionally signed) and NaN (unsigned only), whole string.
@@ -266,6 +310,68 @@ mod tests {
             "0x1__0p0", "0x1_p0", "1f", "0b101",
         ] {
             assert_eq!(parse_go_float(s), None, "{s:?}");
+        }
+    }
+
+    #[test]
+    fn fast_path_matches_the_general_conversion() {
+        // Every shape the fast path takes, against the standard library's correctly rounded
+        // conversion (bit for bit, so -0 and rounding are covered).
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        for _ in 0..200_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let digits = 1 + (x % 16) as usize;
+            let mut s = String::new();
+            if x & (1 << 20) != 0 {
+                s.push('-');
+            }
+            let dot = (x >> 24) as usize % (digits + 2);
+            let mut y = x;
+            for i in 0..digits {
+                if i == dot {
+                    s.push('.');
+                }
+                s.push(char::from(b'0' + (y % 10) as u8));
+                y /= 10;
+                if y == 0 {
+                    y = x.rotate_left(i as u32 + 1);
+                }
+            }
+            let want: Option<f64> = s.parse().ok();
+            let got = parse_go_float(&s);
+            assert_eq!(got.map(f64::to_bits), want.map(f64::to_bits), "{s:?}");
+            if let Some(v) = fast_decimal(s.as_bytes()) {
+                assert_eq!(Some(v.to_bits()), want.map(f64::to_bits), "{s:?}");
+            }
+        }
+        for s in [
+            "0",
+            "-0",
+            "0.1",
+            "-.5",
+            "5.",
+            "999999999999999",
+            "0.00000000000001",
+        ] {
+            let want: f64 = s.parse().unwrap();
+            assert_eq!(
+                fast_decimal(s.as_bytes()).map(f64::to_bits),
+                Some(want.to_bits())
+            );
+        }
+        for s in [
+            "",
+            "-",
+            ".",
+            "+1",
+            "1e3",
+            "1.2.3",
+            "1234567890123456",
+            "--1",
+        ] {
+            assert_eq!(fast_decimal(s.as_bytes()), None, "{s:?}");
         }
     }
 

@@ -283,6 +283,54 @@ fn idle_contexts_expire() {
 }
 
 #[test]
+fn raw_forms_of_one_context_share_it_and_expire_with_it() {
+    // The same context sent as different raw text (tag order, repeats, empty tags, reserved
+    // tags, the configured host spelled out): one context, one series, one set of values.
+    let mut a = agg();
+    let forms = [
+        "c:1|c|#a,b",
+        "c:1|c|#b,a",
+        "c:1|c|#a,b,a",
+        "c:1|c|#b,,a",
+        "c:1|c|#a,dd.internal.card:low,b",
+        "c:1|c|#host:myhost,b,a",
+        "c:1|c|#b,a,host:myhost",
+    ];
+    for (i, line) in forms.iter().enumerate() {
+        a.insert(&metric(line), 1000 + i as i64);
+    }
+    assert_eq!(a.context_count(), 1);
+    assert_eq!(a.stats().contexts_created, 1);
+    let f = a.flush(1010);
+    assert_eq!(f.series.len(), 1, "{:#?}", f.series);
+    assert_eq!(f.series[0].tags, vec!["a", "b"]);
+    assert_eq!(f.series[0].host, "myhost");
+    assert_eq!(points(&f.series[0]), vec![(1000, 0.7)]);
+    // Not the same context: another host, another type, a subset of the tags.
+    for line in ["c:1|c|#a,b,host:other", "c:1|g|#a,b", "c:1|c|#a"] {
+        a.insert(&metric(line), 1010);
+    }
+    assert_eq!(a.context_count(), 4);
+    // Counters report zeros until `expiry_seconds`; then every form is forgotten with its
+    // context, and a new sample of any form starts afresh.
+    a.flush(1020);
+    a.flush(1400);
+    a.flush(1430);
+    assert_eq!(a.context_count(), 0);
+    a.insert(&metric("c:5|c|#b,a"), 1500);
+    a.insert(&metric("c:5|c|#a,b"), 1500);
+    assert_eq!(a.context_count(), 1);
+    let f = a.flush(1510);
+    let s = f
+        .series
+        .iter()
+        .find(|s| s.points.iter().any(|p| p.timestamp == 1500))
+        .unwrap();
+    assert_eq!(s.tags, vec!["a", "b"]);
+    assert_eq!(points(s), vec![(1500, 1.0)]);
+}
+
+#[test]
 fn many_contexts() {
     let mut a = agg();
     for i in 0..20_000 {
