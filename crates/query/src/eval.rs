@@ -67,6 +67,9 @@ pub struct EvalOptions {
     pub interval: Option<i64>,
     /// Most buckets an explicit step may produce before it is coarsened.
     pub max_points: i64,
+    /// Threads that may read and aggregate series in parallel (1 = on the caller's thread
+    /// only). Results do not depend on it.
+    pub threads: usize,
 }
 
 impl Default for EvalOptions {
@@ -76,6 +79,7 @@ impl Default for EvalOptions {
             now: 0,
             interval: None,
             max_points: 1500,
+            threads: 1,
         }
     }
 }
@@ -441,15 +445,24 @@ impl Evaluator<'_> {
         let from = grid.start;
         let to = grid.last_second();
         let rollups = rollup_mode(from, self.opts);
+        // Time aggregation of every non-distribution series, in parallel when allowed; the
+        // results are consumed in group order below.
+        let plain: Vec<&SeriesRef> = groups
+            .values()
+            .filter(|m| !m.iter().all(|r| r.distribution))
+            .flat_map(|m| m.iter().copied())
+            .collect();
+        let mut aggregated = self
+            .map_series(&plain, |m| {
+                self.time_aggregate(q, m, grid, from, to, rollups)
+            })
+            .into_iter();
         let mut out = Vec::new();
         for (tag_set, members) in groups {
             let values = if members.iter().all(|m| m.distribution) {
                 self.distribution_values(q, &members, grid, from, to)
             } else {
-                let per: Vec<Vec<Option<f64>>> = members
-                    .iter()
-                    .map(|m| self.time_aggregate(q, m, grid, from, to, rollups))
-                    .collect();
+                let per: Vec<Vec<Option<f64>>> = aggregated.by_ref().take(members.len()).collect();
                 space_aggregate(q.space_agg, &per, grid.len)
             };
             if values.iter().all(Option::is_none) {
@@ -489,6 +502,35 @@ impl Evaluator<'_> {
             });
         }
         Ok(out)
+    }
+
+    /// `f` over every series, on up to [`EvalOptions::threads`] threads, results in order.
+    fn map_series<T: Send>(
+        &self,
+        series: &[&SeriesRef],
+        f: impl Fn(&SeriesRef) -> T + Sync,
+    ) -> Vec<T> {
+        /// Below this many series per thread a thread costs more than it saves.
+        const MIN_PER_THREAD: usize = 32;
+        let threads = self.opts.threads.min(series.len() / MIN_PER_THREAD).max(1);
+        if threads == 1 {
+            return series.iter().map(|s| f(s)).collect();
+        }
+        let per = series.len().div_ceil(threads);
+        let f = &f;
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = series
+                .chunks(per)
+                .map(|chunk| scope.spawn(move || chunk.iter().map(|s| f(s)).collect::<Vec<T>>()))
+                .collect();
+            handles
+                .into_iter()
+                .flat_map(|h| match h.join() {
+                    Ok(v) => v,
+                    Err(p) => std::panic::resume_unwind(p),
+                })
+                .collect()
+        })
     }
 
     fn time_aggregate(

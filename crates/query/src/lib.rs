@@ -33,5 +33,5 @@ pub use parser::{
     Comparator, MonitorQuery, parse, parse_formula, parse_list, parse_monitor, parse_prefix,
 };
 pub use render::{render_table, sparkline};
-pub use response::{SCALAR_AGGREGATORS, run_v1, run_v2, run_v2_scalar, unit_object};
+pub use response::{SCALAR_AGGREGATORS, run_v1, run_v1_json, run_v2, run_v2_scalar, unit_object};
 pub use source::{DataSource, MemorySeries, MemorySource, RollupPoint, SeriesRef};

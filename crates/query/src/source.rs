@@ -48,7 +48,9 @@ pub struct RollupPoint {
 }
 
 /// Read access to stored metrics. Time ranges are UNIX seconds, `from` and `to` inclusive.
-pub trait DataSource {
+/// `Sync` because the evaluator may read several series in parallel
+/// ([`crate::EvalOptions::threads`]).
+pub trait DataSource: Sync {
     /// Series of `metric` whose tags (plus `host:<host>`) match `filter`.
     fn find_series(&self, metric: &str, filter: &Filter) -> Vec<SeriesRef>;
     /// Raw points, ascending.

@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 
 use serde_json::{Value, json};
 use warden_model::MetricKind;
-use warden_query::{EvalOptions, MemorySource, render_table, run_v1, run_v2};
+use warden_query::{EvalOptions, MemorySource, render_table, run_v1, run_v1_json, run_v2};
 
 const SPEC: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -534,4 +534,69 @@ fn v2_scalar_reduces_queries_and_formulas() {
         err.message.contains("queries[0].aggregator \"median\""),
         "{err}"
     );
+}
+
+/// The server sends `run_v1_json`; it must be the very text of `run_v1` serialized, for every
+/// shape: groups, nulls (host b stops early), units, several queries, arithmetic, no result,
+/// strings that need escaping, and the parallel evaluator.
+#[test]
+fn v1_json_bytes_equal_the_value_rendering() {
+    let ds = source();
+    let queries = [
+        "avg:system.cpu.user{*} by {host}",
+        "avg:system.cpu.user{env:prod}.rollup(max, 60), sum:system.cpu.system{*}",
+        "top(avg:system.cpu.user{*} by {host}, 2, 'mean', 'desc') * 2",
+        "avg:system.cpu.user{host:b} by {env}.fill(zero)",
+        "avg:no.such.metric{*}",
+        "avg:system.cpu.user{env:\"quoted\\\\x*}",
+    ];
+    for threads in [1, 4] {
+        let opts = EvalOptions {
+            threads,
+            ..EvalOptions::default()
+        };
+        for q in queries {
+            let want = match run_v1(&ds, q, T, T + 3600, &opts) {
+                Ok(v) => v.to_string(),
+                Err(e) => {
+                    assert_eq!(
+                        run_v1_json(&ds, q, T, T + 3600, &opts)
+                            .expect_err(q)
+                            .message,
+                        e.message
+                    );
+                    continue;
+                }
+            };
+            let got = run_v1_json(&ds, q, T, T + 3600, &opts).expect(q);
+            assert_eq!(String::from_utf8(got).expect("utf-8"), want, "{q}");
+        }
+    }
+}
+
+/// Enough series for the evaluator to really split the work: same answer as one thread.
+#[test]
+fn parallel_evaluation_gives_the_same_answer() {
+    let mut ds = MemorySource::new();
+    for h in 0..150 {
+        let pts: Vec<(i64, f64)> = (0..360)
+            .filter(|i| (i + h) % 11 != 0)
+            .map(|i| (T + i * 10, (h * 7 + i) as f64 * 0.5))
+            .collect();
+        let tags = [format!("az:z{}", h % 3)];
+        let tags: Vec<&str> = tags.iter().map(String::as_str).collect();
+        ds.add("m", &format!("h{h:03}"), &tags, MetricKind::Gauge, 10, &pts);
+    }
+    for q in ["avg:m{*} by {host}", "sum:m{*} by {az}", "max:m{az:z1}"] {
+        let one = run_v1_json(&ds, q, T, T + 3600, &EvalOptions::default()).expect(q);
+        let four = EvalOptions {
+            threads: 4,
+            ..EvalOptions::default()
+        };
+        assert_eq!(
+            one,
+            run_v1_json(&ds, q, T, T + 3600, &four).expect(q),
+            "{q}"
+        );
+    }
 }

@@ -5,37 +5,102 @@
 //! [`DataSource`]; [`StoreSource`] pins one org, so a query can only ever see the series of the
 //! org whose keys authenticated it. Evaluation runs on a blocking thread (store reads block).
 
-use std::cell::RefCell;
+use std::sync::Mutex;
 
 use warden_query::{DataSource, EvalOptions, Filter, QueryError, RollupPoint, SeriesRef};
 use warden_store::TagFilter;
 
 use super::*;
 
-/// The store seen by one org.
+/// The store seen by one org, for one request.
 pub(crate) struct StoreSource<'a> {
     pub(crate) store: &'a Store,
     pub(crate) org: u64,
     /// First read error (answered 503: the data exists but could not be read).
-    pub(crate) error: RefCell<Option<String>>,
+    pub(crate) error: Mutex<Option<String>>,
+    /// Series lookups of this request: the evaluator asks once to choose the grid and again
+    /// to evaluate.
+    pub(crate) found: Mutex<Vec<(String, Filter, Vec<SeriesRef>)>>,
 }
 
-impl StoreSource<'_> {
+impl<'a> StoreSource<'a> {
+    pub(crate) fn new(store: &'a Store, org: u64) -> Self {
+        Self {
+            store,
+            org,
+            error: Mutex::new(None),
+            found: Mutex::new(Vec::new()),
+        }
+    }
+
     fn note<T: Default>(&self, r: Result<T, StoreError>) -> T {
         match r {
             Ok(v) => v,
             Err(e) => {
-                self.error.borrow_mut().get_or_insert(e.to_string());
+                self.error
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get_or_insert(e.to_string());
                 T::default()
             }
         }
     }
 }
 
+/// The part of `f` the store's inverted index can evaluate: the same series or more (the
+/// caller still checks every candidate with `Filter::matches`), never fewer. Terms the index
+/// cannot express (a `*` in a tag key, a pattern over whole tags) widen to "every series".
+fn index_filter(f: &Filter) -> Option<TagFilter> {
+    Some(match f {
+        Filter::All => TagFilter::All,
+        Filter::Eq { key, value } => TagFilter::Eq(key.clone(), value.clone()),
+        Filter::Has(key) => TagFilter::Has(key.clone()),
+        Filter::Glob { key, value } if !key.contains('*') => {
+            TagFilter::Wildcard(key.clone(), value.clone())
+        }
+        Filter::Glob { .. } | Filter::TagGlob(_) => return None,
+        // Exact complement needs the exact inner set.
+        Filter::Not(inner) => TagFilter::Not(Box::new(exact_index_filter(inner)?)),
+        Filter::And(fs) => {
+            // Any subset of the terms narrows correctly (a superset of the answer).
+            let parts: Vec<TagFilter> = fs.iter().filter_map(index_filter).collect();
+            match parts.len() {
+                0 => TagFilter::All,
+                _ => TagFilter::And(parts),
+            }
+        }
+        Filter::Or(fs) => TagFilter::Or(fs.iter().map(index_filter).collect::<Option<_>>()?),
+    })
+}
+
+/// Like [`index_filter`] but only when the index gives exactly the answer (needed under `Not`).
+fn exact_index_filter(f: &Filter) -> Option<TagFilter> {
+    Some(match f {
+        Filter::All => TagFilter::All,
+        Filter::Eq { key, value } => TagFilter::Eq(key.clone(), value.clone()),
+        Filter::Has(key) => TagFilter::Has(key.clone()),
+        Filter::Glob { key, value } if !key.contains('*') => {
+            TagFilter::Wildcard(key.clone(), value.clone())
+        }
+        Filter::Glob { .. } | Filter::TagGlob(_) => return None,
+        Filter::Not(inner) => TagFilter::Not(Box::new(exact_index_filter(inner)?)),
+        Filter::And(fs) => {
+            TagFilter::And(fs.iter().map(exact_index_filter).collect::<Option<_>>()?)
+        }
+        Filter::Or(fs) => TagFilter::Or(fs.iter().map(exact_index_filter).collect::<Option<_>>()?),
+    })
+}
+
 impl DataSource for StoreSource<'_> {
     fn find_series(&self, metric: &str, filter: &Filter) -> Vec<SeriesRef> {
-        self.store
-            .find_series(self.org, metric, &TagFilter::All)
+        let mut found = self.found.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((_, _, refs)) = found.iter().find(|(m, f, _)| m == metric && f == filter) {
+            return refs.clone();
+        }
+        let pushed = index_filter(filter).unwrap_or(TagFilter::All);
+        let refs: Vec<SeriesRef> = self
+            .store
+            .find_series(self.org, metric, &pushed)
             .into_iter()
             .map(|m| SeriesRef {
                 id: m.id,
@@ -47,7 +112,9 @@ impl DataSource for StoreSource<'_> {
                 unit: m.unit,
             })
             .filter(|r| filter.matches(&r.effective_tags()))
-            .collect()
+            .collect();
+        found.push((metric.to_string(), filter.clone(), refs.clone()));
+        refs
     }
 
     fn points(&self, id: u64, from: i64, to: i64) -> Vec<warden_model::Point> {
@@ -84,28 +151,29 @@ fn eval_options(state: &AppState) -> EvalOptions {
     EvalOptions {
         raw_retention_secs: state.limits.max_age_secs,
         now: now_secs(),
+        threads: std::thread::available_parallelism().map_or(1, |n| n.get().min(8)),
         ..EvalOptions::default()
     }
+}
+
+/// A query answer: a JSON value, or JSON text already rendered.
+enum Answer {
+    Value(serde_json::Value),
+    Text(Vec<u8>),
 }
 
 /// Runs `f` over the org's store on a blocking thread.
 async fn run_blocking(
     state: &Arc<AppState>,
     org: u64,
-    f: impl FnOnce(&dyn DataSource, &EvalOptions) -> Result<serde_json::Value, QueryError>
-    + Send
-    + 'static,
+    f: impl FnOnce(&dyn DataSource, &EvalOptions) -> Result<Answer, QueryError> + Send + 'static,
 ) -> Result<Response<Full<Bytes>>, ApiError> {
     let store = state.store.clone();
     let opts = eval_options(state);
     let out = tokio::task::spawn_blocking(move || {
-        let src = StoreSource {
-            store: &store,
-            org,
-            error: RefCell::new(None),
-        };
+        let src = StoreSource::new(&store, org);
         let r = f(&src, &opts);
-        (r, src.error.into_inner())
+        (r, src.error.into_inner().unwrap_or_else(|p| p.into_inner()))
     })
     .await
     .map_err(|_| ApiError::new(500, "query task failed"))?;
@@ -114,7 +182,15 @@ async fn run_blocking(
             tracing::error!(error = %e, "store read failed during a query");
             Err(ApiError::new(503, "storage read failed; retry later"))
         }
-        (Ok(v), None) => Ok(json_response(200, &v)),
+        (Ok(Answer::Value(v)), None) => Ok(json_response(200, &v)),
+        (Ok(Answer::Text(t)), None) => {
+            let mut r = Response::new(Full::new(Bytes::from(t)));
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            Ok(r)
+        }
         (Err(e), None) => Err(query_error(e)),
     }
 }
@@ -156,7 +232,7 @@ pub(crate) async fn v1(
         return Err(ApiError::new(400, "query longer than 8192 bytes"));
     }
     run_blocking(state, org, move |ds, opts| {
-        warden_query::run_v1(ds, &query, from, to, opts)
+        warden_query::run_v1_json(ds, &query, from, to, opts).map(Answer::Text)
     })
     .await
 }
@@ -174,7 +250,7 @@ pub(crate) async fn v2(
 ) -> Result<Response<Full<Bytes>>, ApiError> {
     let req = parse_body(&raw)?;
     run_blocking(state, org, move |ds, opts| {
-        warden_query::run_v2(ds, &req, opts)
+        warden_query::run_v2(ds, &req, opts).map(Answer::Value)
     })
     .await
 }
@@ -187,7 +263,7 @@ pub(crate) async fn v2_scalar(
 ) -> Result<Response<Full<Bytes>>, ApiError> {
     let req = parse_body(&raw)?;
     run_blocking(state, org, move |ds, opts| {
-        warden_query::run_v2_scalar(ds, &req, opts)
+        warden_query::run_v2_scalar(ds, &req, opts).map(Answer::Value)
     })
     .await
 }

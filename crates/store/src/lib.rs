@@ -361,8 +361,83 @@ struct Segment {
     chunks: FxHashMap<u64, ChunkRef>,
     consumed: Vec<u64>,
     points: u64,
-    /// Last decoded block (reads of many series from one segment hit the same block).
-    cache: Mutex<Option<(u32, Arc<Vec<u8>>)>>,
+    /// Decoded blocks, shared by every segment of the store.
+    cache: Arc<BlockCache>,
+}
+
+/// Decrypted, decompressed segment blocks, least recently used evicted first, bounded by bytes.
+///
+/// Why: a query over one metric reads a handful of neighbouring blocks (segments keep each
+/// metric's series together, see [`Inner::layout_order`]), and dashboards repeat the same
+/// queries; opening and decompressing a 128 KiB block costs far more than the few chunks read
+/// from it. Keys are `(file id, block)`: file ids are never reused, so entries of deleted
+/// segments can only age out, never be served for another file.
+struct BlockCache {
+    budget: usize,
+    inner: Mutex<CacheInner>,
+}
+
+/// `(file id, block number)`.
+type BlockKey = (u64, u32);
+
+#[derive(Default)]
+struct CacheInner {
+    /// Block → (plaintext, last use tick).
+    map: FxHashMap<BlockKey, (Arc<Vec<u8>>, u64)>,
+    /// Use tick → key, oldest first.
+    order: BTreeMap<u64, (u64, u32)>,
+    tick: u64,
+    bytes: usize,
+}
+
+/// Default size of the decoded-block cache.
+const BLOCK_CACHE_BYTES: usize = 64 << 20;
+
+impl BlockCache {
+    fn new(budget: usize) -> Self {
+        Self {
+            budget,
+            inner: Mutex::new(CacheInner::default()),
+        }
+    }
+
+    fn get(&self, key: (u64, u32)) -> Option<Arc<Vec<u8>>> {
+        let mut c = lock(&self.inner);
+        c.tick += 1;
+        let tick = c.tick;
+        let (data, old) = {
+            let e = c.map.get_mut(&key)?;
+            let old = std::mem::replace(&mut e.1, tick);
+            (e.0.clone(), old)
+        };
+        c.order.remove(&old);
+        c.order.insert(tick, key);
+        Some(data)
+    }
+
+    fn put(&self, key: (u64, u32), data: Arc<Vec<u8>>) {
+        if data.len() > self.budget / 4 {
+            return;
+        }
+        let mut c = lock(&self.inner);
+        c.tick += 1;
+        let tick = c.tick;
+        let len = data.len();
+        if let Some((old, t)) = c.map.insert(key, (data, tick)) {
+            c.bytes -= old.len();
+            c.order.remove(&t);
+        }
+        c.order.insert(tick, key);
+        c.bytes += len;
+        while c.bytes > self.budget {
+            let Some((_, k)) = c.order.pop_first() else {
+                break;
+            };
+            if let Some((d, _)) = c.map.remove(&k) {
+                c.bytes -= d.len();
+            }
+        }
+    }
 }
 
 /// Rows of one series in one segment.
@@ -455,7 +530,7 @@ impl Rows {
 }
 
 impl Segment {
-    fn load(c: Container) -> Result<Self, StoreError> {
+    fn load(c: Container, cache: Arc<BlockCache>) -> Result<Self, StoreError> {
         let mut r = Reader::new(&c.footer);
         let min_ts = r.ivarint()?;
         let max_ts = r.ivarint()?;
@@ -499,7 +574,7 @@ impl Segment {
             chunks,
             consumed,
             points,
-            cache: Mutex::new(None),
+            cache,
         })
     }
 
@@ -508,13 +583,12 @@ impl Segment {
     }
 
     fn block(&self, n: u32) -> Result<Arc<Vec<u8>>, StoreError> {
-        if let Some((b, data)) = lock(&self.cache).as_ref()
-            && *b == n
-        {
-            return Ok(data.clone());
+        let key = (self.c.id, n);
+        if let Some(data) = self.cache.get(key) {
+            return Ok(data);
         }
         let data = Arc::new(self.c.read_block(n)?);
-        *lock(&self.cache) = Some((n, data.clone()));
+        self.cache.put(key, data.clone());
         Ok(data)
     }
 
@@ -598,6 +672,7 @@ struct Inner {
     head: RwLock<Head>,
     frozen: RwLock<Option<Arc<Head>>>,
     segs: RwLock<Vec<Arc<Segment>>>,
+    cache: Arc<BlockCache>,
     commit: Mutex<Commit>,
     commit_cv: Condvar,
     /// Serializes flush, retention and rotation.
@@ -825,9 +900,9 @@ impl Inner {
         self.data_dir.join(format!("{id:016x}.seg"))
     }
 
-    /// Writes one data segment; `rows` sorted by series id.
-    /// Writes one data segment from rows in ascending series id order (streamed: compaction
-    /// feeds one series at a time).
+    /// Writes one data segment from rows in the order they should sit in blocks, normally
+    /// [`Inner::layout_order`] (streamed: compaction feeds one series at a time). Each series at
+    /// most once.
     fn write_segment(
         &self,
         kind: Kind,
@@ -875,6 +950,8 @@ impl Inner {
             smin = 0;
             smax = -1;
         }
+        // Blocks follow the caller's (layout) order; the footer lists series by id.
+        refs.sort_unstable_by_key(|r| r.0);
         let mut footer = Vec::with_capacity(refs.len() * 12 + 32);
         put_ivarint(&mut footer, smin);
         put_ivarint(&mut footer, smax);
@@ -897,7 +974,26 @@ impl Inner {
         let path = self.seg_path(id);
         w.finish(&footer)?;
         let c = Container::open(&path, &keyring)?;
-        Ok(Arc::new(Segment::load(c)?))
+        Ok(Arc::new(Segment::load(c, self.cache.clone())?))
+    }
+
+    /// The order series sit in segment blocks: by org and metric name, then id. A query names
+    /// one metric, so its series share a few neighbouring blocks instead of being spread over
+    /// every block of the segment (ids are handed out in arrival order, i.e. host by host), and
+    /// similar series side by side compress better. Deduplicates `ids`.
+    fn layout_order(&self, mut ids: Vec<u64>) -> Vec<u64> {
+        ids.sort_unstable();
+        ids.dedup();
+        let idx = rlock(&self.index);
+        let mut keyed: Vec<(u64, &str, u64)> = ids
+            .iter()
+            .map(|&id| match idx.series.get(&id) {
+                Some(e) => (e.meta.org, e.meta.name.as_str(), id),
+                None => (0, "", id),
+            })
+            .collect();
+        keyed.sort_unstable();
+        keyed.into_iter().map(|k| k.2).collect()
     }
 
     fn write_index_file(&self, metas: &[Arc<SeriesMeta>]) -> Result<u64, StoreError> {
@@ -1234,18 +1330,18 @@ impl Inner {
         }
         let mut new_segs = Vec::new();
         if !frozen.points.is_empty() {
-            let mut rows = BTreeMap::new();
-            for (&id, pts) in &frozen.points {
-                let mut v = pts.clone();
+            let order = self.layout_order(frozen.points.keys().copied().collect());
+            let rows = order.into_iter().filter_map(|id| {
+                let mut v = frozen.points.get(&id)?.clone();
                 dedup_last(&mut v);
-                rows.insert(id, Rows::Raw(v));
-            }
+                Some((id, Rows::Raw(v)))
+            });
             let covers = if frozen.sketches.is_empty() {
                 wals
             } else {
                 &[]
             };
-            new_segs.push(self.write_segment(Kind::Raw, rows.into_iter().map(Ok), covers)?);
+            new_segs.push(self.write_segment(Kind::Raw, rows.map(Ok), covers)?);
         }
         if !frozen.sketches.is_empty() {
             let mut rows = BTreeMap::new();
@@ -1486,10 +1582,8 @@ impl Inner {
                     continue;
                 }
                 segs.sort_by_key(|s| s.c.id);
-                let mut ids: Vec<u64> =
-                    segs.iter().flat_map(|s| s.chunks.keys().copied()).collect();
-                ids.sort_unstable();
-                ids.dedup();
+                let ids: Vec<u64> = segs.iter().flat_map(|s| s.chunks.keys().copied()).collect();
+                let ids = self.layout_order(ids);
                 let consumed: Vec<u64> = segs.iter().map(|s| s.c.id).collect();
                 let rows = ids.into_iter().map(|id| merged_rows(&segs, kind, id));
                 let new = self.write_segment(kind, rows, &consumed)?;
@@ -1706,13 +1800,14 @@ impl Store {
             let _ = std::fs::remove_file(p);
         }
         let mut index_files = Vec::new();
+        let cache = Arc::new(BlockCache::new(BLOCK_CACHE_BYTES));
         for p in list_dir(&data_dir, "seg")? {
             let c = Container::open(&p, &keyring)?;
             max_id = max_id.max(c.id);
             if c.kind == Kind::Index {
                 index_files.push(c);
             } else {
-                segs.push(Arc::new(Segment::load(c)?));
+                segs.push(Arc::new(Segment::load(c, cache.clone())?));
             }
         }
         index_files.sort_by_key(|c| c.id);
@@ -1772,6 +1867,7 @@ impl Store {
             head: RwLock::new(head),
             frozen: RwLock::new(None),
             segs: RwLock::new(segs),
+            cache,
             commit: Mutex::new(Commit {
                 queue: Vec::new(),
                 leader: false,
@@ -2167,5 +2263,38 @@ impl Store {
 impl Drop for Store {
     fn drop(&mut self) {
         self.stop_bg();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn block_cache_stays_within_budget_and_evicts_the_least_recently_used() {
+        let c = BlockCache::new(4000);
+        let block = |b: u8| Arc::new(vec![b; 1000]);
+        for n in 0..4 {
+            c.put((1, n), block(n as u8));
+        }
+        // Touch block 0 so block 1 is now the oldest.
+        assert_eq!(c.get((1, 0)).map(|d| d[0]), Some(0));
+        c.put((2, 0), block(9));
+        assert!(c.get((1, 1)).is_none(), "least recently used evicted");
+        assert!(c.get((1, 0)).is_some());
+        assert!(c.get((2, 0)).is_some());
+        assert!(lock(&c.inner).bytes <= 4000);
+        // Too big to cache at all (over a quarter of the budget).
+        c.put((3, 0), Arc::new(vec![0; 1500]));
+        assert!(c.get((3, 0)).is_none());
+        // Same key again replaces, not double-counts.
+        c.put((2, 0), block(7));
+        assert_eq!(c.get((2, 0)).map(|d| d[0]), Some(7));
+        let inner = lock(&c.inner);
+        assert_eq!(
+            inner.bytes,
+            inner.map.values().map(|v| v.0.len()).sum::<usize>()
+        );
+        assert_eq!(inner.map.len(), inner.order.len());
     }
 }
