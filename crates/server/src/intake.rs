@@ -477,7 +477,149 @@ fn series_array(doc: &Value) -> R<&Vec<Value>> {
 // ------------------------------------------------------------------ JSON series
 
 /// `POST /api/v1/series` (JSON; `points` are `[timestamp, value]` pairs).
+///
+/// Two passes by design: a typed parse that borrows strings from the body and builds no error
+/// paths ([`fast_v1`]) takes every valid body; anything it does not accept (a bad field, a
+/// duplicate key, a wrong type) is parsed again by the `Value` walk, which is the reference
+/// for what is valid and names the culprit. The fast pass accepts nothing the walk refuses:
+/// it applies the same checks, and any doubt sends the body to the walk.
 pub fn v1_json(raw: &[u8], ck: &Checker) -> R<Vec<SeriesWrite>> {
+    if let Some(out) = fast_v1(raw, ck) {
+        return Ok(out);
+    }
+    v1_json_walk(raw, ck)
+}
+
+/// A JSON number kept as parsed (no float rounding of integers).
+#[derive(serde::Deserialize)]
+#[serde(transparent)]
+struct Num(serde_json::Number);
+
+/// `T` from a JSON object only: derived struct impls would also take an array of the field
+/// values, which the `Value` walk refuses.
+struct MapOnly<T>(T);
+
+impl<'de, T: serde::Deserialize<'de>> serde::Deserialize<'de> for MapOnly<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<T>(std::marker::PhantomData<T>);
+        impl<'de, T: serde::Deserialize<'de>> serde::de::Visitor<'de> for V<T> {
+            type Value = T;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+                T::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+            }
+        }
+        d.deserialize_map(V(std::marker::PhantomData)).map(MapOnly)
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct FastV1Body<'a> {
+    #[serde(borrow)]
+    series: Vec<MapOnly<FastV1Series<'a>>>,
+}
+
+#[derive(serde::Deserialize)]
+struct FastV1Series<'a> {
+    #[serde(borrow)]
+    metric: std::borrow::Cow<'a, str>,
+    #[serde(default, borrow, rename = "type")]
+    kind: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default)]
+    interval: Option<Num>,
+    #[serde(default, borrow)]
+    host: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default, borrow)]
+    tags: Option<Vec<std::borrow::Cow<'a, str>>>,
+    #[serde(default, borrow)]
+    device: Option<std::borrow::Cow<'a, str>>,
+    points: Vec<(Num, Num)>,
+}
+
+/// The [`v1_json`] fast pass: `None` whenever the body is not plainly valid.
+fn fast_v1(raw: &[u8], ck: &Checker) -> Option<Vec<SeriesWrite>> {
+    let MapOnly(body): MapOnly<FastV1Body<'_>> = serde_json::from_slice(raw).ok()?;
+    if body.series.is_empty() {
+        return None;
+    }
+    let mut out = Vec::with_capacity(body.series.len());
+    for MapOnly(s) in body.series {
+        ck.name("", "metric", &s.metric).ok()?;
+        let kind = match s.kind.as_deref() {
+            None | Some("") | Some("gauge") => MetricKind::Gauge,
+            Some("count") => MetricKind::Count,
+            Some("rate") => MetricKind::Rate,
+            Some(_) => return None,
+        };
+        let interval = match &s.interval {
+            None => 0,
+            Some(Num(n)) => num_int(n)?,
+        };
+        ck.interval("", interval).ok()?;
+        let host = s.host.map(|h| h.into_owned()).unwrap_or_default();
+        ck.host("", "host", &host).ok()?;
+        let mut tags: Vec<String> = s
+            .tags
+            .unwrap_or_default()
+            .into_iter()
+            .map(|t| t.into_owned())
+            .collect();
+        if let Some(d) = s.device.filter(|d| !d.is_empty()) {
+            tags.push(format!("device:{d}"));
+        }
+        ck.tags("", &tags).ok()?;
+        if s.points.is_empty() {
+            return None;
+        }
+        let mut points = Vec::with_capacity(s.points.len());
+        for (Num(t), Num(v)) in &s.points {
+            let ts = num_ts(t)?;
+            let value = v.as_f64()?;
+            ck.point("", ts, value).ok()?;
+            points.push(Point {
+                timestamp: ts,
+                value,
+            });
+        }
+        out.push(SeriesWrite {
+            name: s.metric.into_owned(),
+            tags,
+            host,
+            kind,
+            interval,
+            unit: None,
+            points,
+        });
+    }
+    Some(out)
+}
+
+/// [`as_int`] for the fast pass.
+fn num_int(n: &serde_json::Number) -> Option<i64> {
+    if let Some(i) = n.as_i64() {
+        return Some(i);
+    }
+    match n.as_f64() {
+        Some(f) if f.is_finite() && f.fract() == 0.0 && f.abs() < 9.0e15 => Some(f as i64),
+        _ => None,
+    }
+}
+
+/// [`as_ts`] for the fast pass.
+fn num_ts(n: &serde_json::Number) -> Option<i64> {
+    match n.as_i64() {
+        Some(i) => Some(i),
+        None => match n.as_f64() {
+            Some(f) if f.is_finite() && f.abs() < 9.0e15 => Some(f.trunc() as i64),
+            _ => None,
+        },
+    }
+}
+
+/// [`v1_json`]'s reference pass over a `Value`: every error names its field.
+fn v1_json_walk(raw: &[u8], ck: &Checker) -> R<Vec<SeriesWrite>> {
     let doc = parse_json(raw)?;
     let mut out = Vec::new();
     for (i, s) in series_array(&doc)?.iter().enumerate() {
@@ -748,6 +890,41 @@ mod tests {
         Checker {
             limits: Limits::default(),
             now: 1_700_000_000,
+        }
+    }
+
+    #[test]
+    fn v1_fast_pass_agrees_with_the_walk() {
+        let c = ck();
+        let now = c.now;
+        let good = [
+            format!(
+                r#"{{"series":[{{"metric":"a.b","host":"h","tags":["x:1","y"],"type":"count","interval":10,"device":"sda","points":[[{now},1.5],[{}.7,2]]}},{{"metric":"c","tags":null,"host":null,"type":null,"interval":null,"points":[[{now},-0.0]],"extra":{{"k":[1,2]}}}}]}}"#,
+                now - 10
+            ),
+            format!(
+                r#"{{"series":[{{"metric":"e\u0073c","tags":["a\"b"],"points":[[{now},1e3]]}}]}}"#
+            ),
+        ];
+        for b in &good {
+            let fast = fast_v1(b.as_bytes(), &c).expect("fast pass takes a valid body");
+            let walk = v1_json_walk(b.as_bytes(), &c).expect("walk takes it too");
+            assert_eq!(format!("{fast:?}"), format!("{walk:?}"), "{b}");
+        }
+        // Bodies the walk refuses must not pass the fast pass either.
+        let bad = [
+            format!(r#"[[{{"metric":"a","points":[[{now},1]]}}]]"#),
+            format!(r#"{{"series":[["a",null,null,null,null,null,[[{now},1]]]]}}"#),
+            format!(r#"{{"series":[{{"metric":"a","points":[[{now},1,2]]}}]}}"#),
+            format!(r#"{{"series":[{{"metric":"a","type":"weird","points":[[{now},1]]}}]}}"#),
+            format!(r#"{{"series":[{{"metric":"a","interval":1.5,"points":[[{now},1]]}}]}}"#),
+            format!(r#"{{"series":[{{"metric":"a b","points":[[{now},1]]}}]}}"#),
+            r#"{"series":[{"metric":"a","points":[]}]}"#.to_string(),
+            r#"{"series":[]}"#.to_string(),
+        ];
+        for b in &bad {
+            assert!(fast_v1(b.as_bytes(), &c).is_none(), "{b}");
+            assert!(v1_json(b.as_bytes(), &c).is_err(), "{b}");
         }
     }
 

@@ -810,15 +810,21 @@ fn minute(ts: i64) -> i64 {
 
 /// Sorts by timestamp (stable) and keeps the last write of each timestamp.
 fn dedup_last<T>(v: &mut Vec<(i64, T)>) {
-    v.sort_by_key(|p| p.0);
-    let mut out: Vec<(i64, T)> = Vec::with_capacity(v.len());
-    for p in v.drain(..) {
-        match out.last_mut() {
-            Some(last) if last.0 == p.0 => *last = p,
-            _ => out.push(p),
-        }
+    // Nearly always already strictly ascending: check before sorting or moving anything.
+    if v.windows(2).all(|w| w[0].0 < w[1].0) {
+        return;
     }
-    *v = out;
+    v.sort_by_key(|p| p.0);
+    // `dedup_by` keeps the first of a run; swapping each later element into the kept slot
+    // makes it keep the last (the stable sort preserved write order within a timestamp).
+    v.dedup_by(|later, kept| {
+        if later.0 == kept.0 {
+            std::mem::swap(later, kept);
+            true
+        } else {
+            false
+        }
+    });
 }
 
 fn rollup_of(points: &[(i64, f64)]) -> Vec<RollupPoint> {
@@ -1374,7 +1380,13 @@ impl Inner {
         let mut out = Vec::new();
         for s in self.segments_of(Kind::Raw, from, to) {
             if let Some(Rows::Raw(v)) = s.rows(id, from, to)? {
-                out.extend(v.into_iter().filter(|p| p.0 >= from && p.0 <= to));
+                let inside =
+                    v.first().is_some_and(|p| p.0 >= from) && v.last().is_some_and(|p| p.0 <= to);
+                if inside && out.is_empty() {
+                    out = v;
+                } else {
+                    out.extend(v.into_iter().filter(|p| p.0 >= from && p.0 <= to));
+                }
             }
         }
         if let Some(f) = frozen.as_ref()
@@ -2084,12 +2096,15 @@ impl Store {
                 },
             })
             .collect();
-        out.extend(
-            self.inner
-                .raw_points(id, from, to)?
-                .into_iter()
-                .map(|(timestamp, value)| Point { timestamp, value }),
-        );
+        let raw = self.inner.raw_points(id, from, to)?;
+        let raw = raw
+            .into_iter()
+            .map(|(timestamp, value)| Point { timestamp, value });
+        if out.is_empty() {
+            // No rollups in range (the usual case): the raw points are already in order.
+            return Ok(raw.collect());
+        }
+        out.extend(raw);
         out.sort_by_key(|p| p.timestamp);
         Ok(out)
     }
@@ -2269,6 +2284,16 @@ impl Drop for Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dedup_last_keeps_the_newest_write_of_a_timestamp() {
+        let mut v = vec![(3, 'a'), (1, 'b'), (3, 'c'), (2, 'd'), (1, 'e'), (3, 'f')];
+        dedup_last(&mut v);
+        assert_eq!(v, vec![(1, 'e'), (2, 'd'), (3, 'f')]);
+        let mut sorted = vec![(1, 'x'), (2, 'y')];
+        dedup_last(&mut sorted);
+        assert_eq!(sorted, vec![(1, 'x'), (2, 'y')]);
+    }
 
     #[test]
     fn block_cache_stays_within_budget_and_evicts_the_least_recently_used() {
