@@ -482,6 +482,7 @@ fn parse_condition(
             | "ip_match"
             | "is_sqli"
             | "is_xss"
+            | "warden_shell_injection"
             | "hidden_ascii_match"
             | "equals"
             | "greater_than"

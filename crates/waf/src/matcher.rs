@@ -55,6 +55,8 @@ pub(crate) enum Matcher {
     },
     IsSqli,
     IsXss,
+    /// `warden_shell_injection` (Warden extension): see `detect::shell_arg`.
+    ShellInjection,
     HiddenAscii,
     EqualsStr(Vec<u8>),
     EqualsBool(bool),
@@ -352,6 +354,7 @@ impl Matcher {
             }
             "is_sqli" => Matcher::IsSqli,
             "is_xss" => Matcher::IsXss,
+            "warden_shell_injection" => Matcher::ShellInjection,
             "hidden_ascii_match" => Matcher::HiddenAscii,
             "equals" => {
                 let v = p.get("value");
@@ -398,6 +401,7 @@ impl Matcher {
             Matcher::Ip { .. } => "ip_match",
             Matcher::IsSqli => "is_sqli",
             Matcher::IsXss => "is_xss",
+            Matcher::ShellInjection => "warden_shell_injection",
             Matcher::HiddenAscii => "hidden_ascii_match",
             Matcher::EqualsStr(_) | Matcher::EqualsBool(_) | Matcher::EqualsNum { .. } => "equals",
             Matcher::Greater { .. } => "greater_than",
@@ -499,6 +503,7 @@ impl Matcher {
                     None
                 }
             }
+            Matcher::ShellInjection => crate::detect::shell_arg::injected_command(s),
             Matcher::HiddenAscii => {
                 let txt = String::from_utf8_lossy(s);
                 if txt

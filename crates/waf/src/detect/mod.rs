@@ -10,6 +10,7 @@
 pub(crate) mod cmdi;
 pub(crate) mod lfi;
 pub(crate) mod shell;
+pub(crate) mod shell_arg;
 pub(crate) mod sql;
 pub(crate) mod sqli;
 pub(crate) mod ssrf;
