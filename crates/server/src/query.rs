@@ -74,14 +74,13 @@ fn index_filter(f: &Filter) -> Option<TagFilter> {
 }
 
 /// Like [`index_filter`] but only when the index gives exactly the answer (needed under `Not`).
+/// Not for globs: the index also offers a bare tag `key` to a `key:pattern` (as the value
+/// `""`), which the query language does not match.
 fn exact_index_filter(f: &Filter) -> Option<TagFilter> {
     Some(match f {
         Filter::All => TagFilter::All,
         Filter::Eq { key, value } => TagFilter::Eq(key.clone(), value.clone()),
         Filter::Has(key) => TagFilter::Has(key.clone()),
-        Filter::Glob { key, value } if !key.contains('*') => {
-            TagFilter::Wildcard(key.clone(), value.clone())
-        }
         Filter::Glob { .. } | Filter::TagGlob(_) => return None,
         Filter::Not(inner) => TagFilter::Not(Box::new(exact_index_filter(inner)?)),
         Filter::And(fs) => {
@@ -97,7 +96,11 @@ impl DataSource for StoreSource<'_> {
         if let Some((_, _, refs)) = found.iter().find(|(m, f, _)| m == metric && f == filter) {
             return refs.clone();
         }
-        let pushed = index_filter(filter).unwrap_or(TagFilter::All);
+        // When the index answers exactly, the candidates need no second check.
+        let (pushed, exact) = match exact_index_filter(filter) {
+            Some(f) => (f, true),
+            None => (index_filter(filter).unwrap_or(TagFilter::All), false),
+        };
         let refs: Vec<SeriesRef> = self
             .store
             .find_series(self.org, metric, &pushed)
@@ -111,7 +114,7 @@ impl DataSource for StoreSource<'_> {
                 distribution: m.distribution,
                 unit: m.unit,
             })
-            .filter(|r| filter.matches(&r.effective_tags()))
+            .filter(|r| exact || filter.matches(&r.effective_tags()))
             .collect();
         found.push((metric.to_string(), filter.clone(), refs.clone()));
         refs
@@ -266,4 +269,102 @@ pub(crate) async fn v2_scalar(
         warden_query::run_v2_scalar(ds, &req, opts).map(Answer::Value)
     })
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use warden_store::{SeriesWrite, StoreOptions};
+
+    /// Pushing a filter down to the index must select exactly the series the query language's
+    /// own matcher selects, whatever mix of terms, bare tags and hosts.
+    #[test]
+    fn pushed_down_filters_select_what_the_matcher_selects() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = StoreOptions {
+            background: false,
+            ..StoreOptions::default()
+        };
+        let store = Store::open(dir.path(), opts).unwrap();
+        let now = now_secs();
+        let tag_sets: &[&[&str]] = &[
+            &["env:prod", "service:web-1"],
+            &["env:dev", "service:web-2", "canary"],
+            &["env:prod", "service", "az:a:b"],
+            &["service:db", "host:extra"],
+            &[],
+        ];
+        let mut writes = Vec::new();
+        for (i, tags) in tag_sets.iter().enumerate() {
+            for host in ["", "h1", "h2"] {
+                writes.push(SeriesWrite {
+                    name: "m".into(),
+                    tags: tags.iter().map(|t| t.to_string()).collect(),
+                    host: host.into(),
+                    kind: warden_model::MetricKind::Gauge,
+                    interval: 10,
+                    unit: None,
+                    points: vec![warden_model::Point {
+                        timestamp: now - i as i64,
+                        value: 1.0,
+                    }],
+                });
+            }
+        }
+        store.append(1, &writes).unwrap();
+        let filters = [
+            "*",
+            "env:prod",
+            "host:h1",
+            "host:extra",
+            "service",
+            "canary",
+            "service:web-*",
+            "service:*",
+            "!service:*",
+            "!env:prod",
+            "env:prod,!host:h2",
+            "*eb*",
+            "!canary,service:*",
+            "s*:web-1",
+            "az:a:b",
+            "az:a*",
+            "nope:x",
+        ];
+        for f in filters {
+            let q = warden_query::parse(&format!("avg:m{{{f}}}")).unwrap();
+            let warden_query::ExprKind::Query(mq) = &q.kind else {
+                panic!("{f}: not a query");
+            };
+            let src = StoreSource::new(&store, 1);
+            let mut got: Vec<u64> = src
+                .find_series("m", &mq.filter)
+                .iter()
+                .map(|r| r.id)
+                .collect();
+            got.sort_unstable();
+            let mut want: Vec<u64> = store
+                .find_series(1, "m", &TagFilter::All)
+                .into_iter()
+                .filter(|m| {
+                    let r = SeriesRef {
+                        id: m.id,
+                        tags: m.tags.clone(),
+                        host: m.host.clone(),
+                        kind: m.kind,
+                        interval: m.interval,
+                        distribution: m.distribution,
+                        unit: m.unit.clone(),
+                    };
+                    mq.filter.matches(&r.effective_tags())
+                })
+                .map(|m| m.id)
+                .collect();
+            want.sort_unstable();
+            assert_eq!(got, want, "{f}");
+            // Asked again (memoized): the same.
+            assert_eq!(src.find_series("m", &mq.filter).len(), want.len(), "{f}");
+        }
+    }
 }

@@ -363,6 +363,9 @@ struct Segment {
     points: u64,
     /// Decoded blocks, shared by every segment of the store.
     cache: Arc<BlockCache>,
+    /// When this process wrote (or opened) the segment: compaction waits for a window to go
+    /// quiet.
+    born: Instant,
 }
 
 /// Decrypted, decompressed segment blocks, least recently used evicted first, bounded by bytes.
@@ -456,15 +459,15 @@ impl Rows {
         }
     }
     fn ts_range(&self) -> (i64, i64) {
-        let ts: Vec<i64> = match self {
-            Rows::Raw(v) => v.iter().map(|p| p.0).collect(),
-            Rows::Rollup(v) => v.iter().map(|p| p.ts).collect(),
-            Rows::Sketch(v) => v.iter().map(|p| p.0).collect(),
-        };
-        (
-            ts.iter().copied().min().unwrap_or(0),
-            ts.iter().copied().max().unwrap_or(0),
-        )
+        fn range(ts: impl Iterator<Item = i64>) -> (i64, i64) {
+            let (lo, hi) = ts.fold((i64::MAX, i64::MIN), |(lo, hi), t| (lo.min(t), hi.max(t)));
+            if lo > hi { (0, 0) } else { (lo, hi) }
+        }
+        match self {
+            Rows::Raw(v) => range(v.iter().map(|p| p.0)),
+            Rows::Rollup(v) => range(v.iter().map(|p| p.ts)),
+            Rows::Sketch(v) => range(v.iter().map(|p| p.0)),
+        }
     }
     fn encode(&self, out: &mut Vec<u8>) {
         put_uvarint(out, self.len() as u64);
@@ -575,6 +578,7 @@ impl Segment {
             consumed,
             points,
             cache,
+            born: Instant::now(),
         })
     }
 
@@ -1589,7 +1593,11 @@ impl Inner {
                     .push(s.clone());
             }
             for (w, mut segs) in windows {
-                let complete = (w + 1) * window + COMPACT_GRACE <= now;
+                // A complete window still receiving late data (a backfill, a replay) would be
+                // rewritten after every flush — quadratic in its size — so wait until it has
+                // had no new segment for a while.
+                let quiet = segs.iter().all(|s| s.born.elapsed() >= COMPACT_QUIET);
+                let complete = (w + 1) * window + COMPACT_GRACE <= now && quiet;
                 if segs.len() < 2 || !(all || complete || segs.len() >= COMPACT_MAX_SEGMENTS) {
                     continue;
                 }
@@ -1649,6 +1657,8 @@ const COMPACT_WINDOW: i64 = 2 * 3600;
 const ROLLUP_COMPACT_WINDOW: i64 = 86_400;
 /// A window is complete this long after its end.
 const COMPACT_GRACE: i64 = 600;
+/// A complete window is merged once no segment was added to it for this long.
+const COMPACT_QUIET: Duration = Duration::from_secs(5 * 60);
 /// An incomplete window is merged anyway once it has this many segments.
 const COMPACT_MAX_SEGMENTS: usize = 8;
 
