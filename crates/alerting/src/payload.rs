@@ -279,7 +279,14 @@ pub fn webhook_body(
 pub fn validate_template(template: &str, enc: Encoding) -> Result<(), String> {
     let mut vars = BTreeMap::new();
     for n in WEBHOOK_VARIABLES {
-        vars.insert((*n).to_owned(), "q\"uo\\te\n".to_owned());
+        // Numeric variables may stand bare (`"date": $DATE`); the others must sit inside a
+        // string, which a value full of quotes and backslashes checks.
+        let v = if NUMERIC_VARIABLES.contains(n) {
+            "1700000000000"
+        } else {
+            "q\"uo\\te\n"
+        };
+        vars.insert((*n).to_owned(), v.to_owned());
     }
     let rendered = substitute(template, &vars, true);
     let v: Value =
@@ -289,6 +296,9 @@ pub fn validate_template(template: &str, enc: Encoding) -> Result<(), String> {
     }
     Ok(())
 }
+
+/// Variables whose value is always a number (milliseconds, ids).
+pub const NUMERIC_VARIABLES: &[&str] = &["DATE", "LAST_UPDATED", "ALERT_ID", "ORG_ID"];
 
 /// The `$VARIABLE`s Warden fills in (a subset of Datadog's list; the rest render as written).
 pub const WEBHOOK_VARIABLES: &[&str] = &[
@@ -388,6 +398,7 @@ mod tests {
     fn template_validation() {
         assert!(validate_template(r#"{"a":"$EVENT_MSG"}"#, Encoding::Json).is_ok());
         assert!(validate_template(r#"{"a":$EVENT_MSG}"#, Encoding::Json).is_err());
+        assert!(validate_template(r#"{"d":$DATE,"t":"$EVENT_TITLE"}"#, Encoding::Json).is_ok());
         assert!(validate_template(r#"["$ID"]"#, Encoding::Form).is_err());
     }
 

@@ -638,20 +638,12 @@ async fn monitor_list(state: &App, org: u64, uri: &hyper::Uri) -> Resp {
 pub(super) fn check_url(field: &str, s: &str) -> Result<reqwest::Url, ApiError> {
     let u = reqwest::Url::parse(s.trim())
         .map_err(|e| bad(format!("{field} is not a valid URL: {e}")))?;
-    let host = u.host_str().unwrap_or_default();
-    let loopback = host.eq_ignore_ascii_case("localhost")
-        || host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback());
-    match u.scheme() {
-        "https" => Ok(u),
-        "http" if loopback => Ok(u),
-        _ => Err(bad(format!(
+    if !super::outbound_url_ok(s) {
+        return Err(bad(format!(
             "{field} must be an https:// URL (plain http:// only to a loopback address)"
-        ))),
+        )));
     }
+    Ok(u)
 }
 
 /// `https://hooks.slack.com/****`: scheme and host only.
@@ -1178,10 +1170,28 @@ async fn alert_action(state: &App, org: u64, key: String, t: Transition, who: St
     .map_err(|_| ApiError::new(500, "alerting task failed"))??;
     state.alerting.inner.wake.notify_one();
     if before.source["type"] == "signal" && before.status != after.status {
-        // TODO(security.set_state): once the detection module exposes
-        // `state.security.set_state(org, signal_id, "acknowledged"/"archived")`, call it here so
-        // acknowledging a signal-sourced alert also triages the signal.
-        tracing::info!(org, key = %key, "signal-sourced alert changed; signal state not updated (security.set_state not available yet)");
+        // Triage follows the page: acknowledged → under review, resolved → archived. The
+        // security module does not notify from `set_state`, so this cannot loop back here.
+        let signal_id = before.source["id"].as_str().unwrap_or_default().to_owned();
+        let triage = if t == Transition::Acknowledged {
+            "under_review"
+        } else {
+            "archived"
+        };
+        let app = state.clone();
+        let by = format!("alert {}", t.as_str());
+        let r = tokio::task::spawn_blocking(move || {
+            app.security.set_state(org, &signal_id, triage, &by)
+        })
+        .await;
+        match r {
+            Ok(Ok(Some(_))) => {}
+            Ok(Ok(None)) => tracing::warn!(org, key = %key, "alert's signal no longer exists"),
+            Ok(Err(e)) => {
+                tracing::warn!(org, key = %key, error = %e.message, "signal triage not updated")
+            }
+            Err(e) => tracing::error!(org, key = %key, error = %e, "signal triage task failed"),
+        }
     }
     tracing::info!(org, key = %key, status = %after.status, "alert {}", t.as_str());
     ok(alert_json(&key, &after))

@@ -594,3 +594,16 @@ pub(crate) fn delivery_list(
     })?;
     rows.collect()
 }
+
+/// Drops finished deliveries and resolved alerts last touched before `before_ms`.
+pub(crate) fn prune(c: &Connection, before_ms: i64) -> DbResult<()> {
+    c.execute(
+        "DELETE FROM deliveries WHERE status IN ('delivered', 'failed') AND updated_ms < ?1",
+        params![before_ms],
+    )?;
+    c.execute(
+        "DELETE FROM alerts WHERE updated_ms < ?1 AND doc LIKE '%\"status\":\"resolved\"%'",
+        params![before_ms],
+    )?;
+    Ok(())
+}

@@ -123,10 +123,20 @@ impl Config {
             tick: Duration::from_millis(env_u64("WARDEN_ALERTING_TICK_MS", 1000).max(20)),
             retry_base_ms: env_u64("WARDEN_ALERTING_RETRY_BASE_MS", 2000).max(1),
             minute_secs: env_u64("WARDEN_ALERTING_MINUTE_SECS", 60).clamp(1, 60) as i64,
-            pagerduty_url: std::env::var("WARDEN_PAGERDUTY_EVENTS_URL")
-                .ok()
-                .filter(|s| !s.trim().is_empty())
-                .unwrap_or_else(|| DEFAULT_PAGERDUTY_URL.to_owned()),
+            pagerduty_url: match std::env::var("WARDEN_PAGERDUTY_EVENTS_URL") {
+                Ok(u) if !u.trim().is_empty() => {
+                    if outbound_url_ok(&u) {
+                        u.trim().to_owned()
+                    } else {
+                        tracing::error!(
+                            "WARDEN_PAGERDUTY_EVENTS_URL must be https:// (plain http:// only to \
+                             a loopback address); using {DEFAULT_PAGERDUTY_URL}"
+                        );
+                        DEFAULT_PAGERDUTY_URL.to_owned()
+                    }
+                }
+                _ => DEFAULT_PAGERDUTY_URL.to_owned(),
+            },
             public_url: std::env::var("WARDEN_PUBLIC_URL")
                 .ok()
                 .filter(|s| !s.trim().is_empty())
@@ -137,6 +147,26 @@ impl Config {
                 .filter(|s| !s.is_empty())
                 .map(Into::into),
         }
+    }
+}
+
+/// Outbound URLs: `https://`, or plain `http://` only to a loopback address (local relays,
+/// test receivers), so a credential never crosses a network in clear text.
+pub(crate) fn outbound_url_ok(s: &str) -> bool {
+    let Ok(u) = reqwest::Url::parse(s.trim()) else {
+        return false;
+    };
+    let host = u.host_str().unwrap_or_default();
+    let loopback = host.eq_ignore_ascii_case("localhost")
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    match u.scheme() {
+        "https" => !host.is_empty(),
+        "http" => loopback,
+        _ => false,
     }
 }
 

@@ -177,7 +177,9 @@ fn process(inner: &Inner, n: &Notification) -> Result<(), String> {
         Transition::Acknowledged | Transition::Resolved => {
             let Some(mut a) = existing else {
                 if n.transition == Transition::Acknowledged {
-                    return Err("acknowledge for an unknown alert".into());
+                    // Nothing was paged for it (e.g. a signal without handles).
+                    tracing::debug!(org = n.org, key = %n.dedup_key, "acknowledge for an alert never notified");
+                    return Ok(());
                 }
                 // A recovery with no alert on record: tell the message's handles only.
                 queue_all(inner, &c, &targets, &msg_of(n, now))?;
@@ -214,7 +216,21 @@ fn process(inner: &Inner, n: &Notification) -> Result<(), String> {
     } else {
         // Follow-ups reuse the alert's words when the caller sent none.
         title = if n.title.is_empty() {
-            alert.title.clone()
+            let word = if n.transition == Transition::Acknowledged {
+                "Acknowledged"
+            } else {
+                "Resolved"
+            };
+            // `[Triggered on {host:a}] CPU` → `[Acknowledged] CPU`.
+            let base = match alert
+                .title
+                .strip_prefix('[')
+                .and_then(|t| t.split_once("] "))
+            {
+                Some((_, rest)) => rest,
+                None => alert.title.as_str(),
+            };
+            format!("[{word}] {base}")
         } else {
             n.title.clone()
         };
@@ -379,7 +395,12 @@ fn webhook_vars(inner: &Inner, m: &Msg<'_>) -> BTreeMap<String, String> {
     put(&mut v, "TAGS", m.tags.join(","));
     put(&mut v, "ORG_ID", m.org.to_string());
     put(&mut v, "ORG_NAME", m.org.to_string());
-    put(&mut v, "EVENT_TYPE", "query_alert_monitor".to_owned());
+    let event_type = if m.vars.contains_key("SECURITY_SIGNAL_ID") {
+        "security_signal"
+    } else {
+        "query_alert_monitor"
+    };
+    put(&mut v, "EVENT_TYPE", event_type.to_owned());
     put(
         &mut v,
         "HOSTNAME",
@@ -467,18 +488,14 @@ fn build_request(
         }
         HandleKind::Slack => {
             let url = secret["url"].as_str().unwrap_or_default().to_owned();
-            let title = match m.transition {
-                Transition::Triggered => m.title.to_owned(),
-                Transition::Acknowledged => format!("[Acknowledged] {}", m.title),
-                Transition::Resolved => format!("[Resolved] {}", m.title),
-            };
+            let title = m.title;
             let context = format!(
                 "Warden · {} · severity {} · `{}`",
                 transition_word(m),
                 m.severity,
                 m.dedup_key
             );
-            let body = payload::slack_message(&title, m.message, &context, link.as_deref());
+            let body = payload::slack_message(title, m.message, &context, link.as_deref());
             OutRequest {
                 url,
                 headers: Vec::new(),
@@ -517,8 +534,23 @@ fn build_request(
 
 // ---------------------------------------------------------------- deliveries
 
+/// Finished deliveries are kept this long in the log, resolved alerts too.
+const KEEP_MS: i64 = 30 * 86_400_000;
+
 pub(super) async fn deliveries(inner: Arc<Inner>) {
+    let mut last_prune = 0i64;
     loop {
+        if now_ms() - last_prune > 600_000 {
+            last_prune = now_ms();
+            let i = inner.clone();
+            let _ = tokio::task::spawn_blocking(move || {
+                let c = lock(&i);
+                if let Err(e) = db::prune(&c, now_ms() - KEEP_MS) {
+                    tracing::warn!(error = %e, "alerting history not pruned");
+                }
+            })
+            .await;
+        }
         let i = inner.clone();
         let due = tokio::task::spawn_blocking(move || {
             let c = lock(&i);

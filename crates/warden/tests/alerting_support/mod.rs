@@ -163,6 +163,9 @@ impl Alerting {
     }
 }
 
+/// Scripted statuses of one path.
+type Script = (String, VecDeque<u16>);
+
 /// One request a fake received.
 #[derive(Clone, Debug)]
 pub struct Recorded {
@@ -191,7 +194,7 @@ impl Recorded {
 pub struct Fake {
     pub port: u16,
     pub got: Arc<Mutex<Vec<Recorded>>>,
-    script: Arc<Mutex<Vec<(String, VecDeque<u16>)>>>,
+    script: Arc<Mutex<Vec<Script>>>,
 }
 
 impl Fake {
@@ -224,6 +227,11 @@ impl Fake {
             .lock()
             .unwrap()
             .push((path.to_owned(), statuses.iter().copied().collect()));
+    }
+
+    /// Drops the remaining script of `path` (back to the default answer).
+    pub fn unscript(&self, path: &str) {
+        self.script.lock().unwrap().retain(|(p, _)| p != path);
     }
 
     pub fn on(&self, path: &str) -> Vec<Recorded> {
