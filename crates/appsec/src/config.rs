@@ -405,6 +405,57 @@ mod tests {
     }
 
     #[test]
+    fn agent_settings_follow_datadog_variables() {
+        let c = cfg(&[]).expect("defaults");
+        assert!(c.agent.trace && c.agent.remote_config);
+        assert_eq!(c.agent.url, "http://127.0.0.1:8126");
+        let c = cfg(&[
+            ("DD_AGENT_HOST", "::1"),
+            ("DD_TRACE_AGENT_PORT", "9126"),
+            ("DD_SERVICE", "shop"),
+            ("DD_ENV", "prod"),
+            ("DD_VERSION", "1.2"),
+        ])
+        .expect("valid");
+        assert_eq!(c.agent.url, "http://[::1]:9126");
+        assert_eq!(
+            (
+                c.agent.service.as_str(),
+                c.agent.env.as_deref(),
+                c.agent.version.as_deref()
+            ),
+            ("shop", Some("prod"), Some("1.2"))
+        );
+        let c = cfg(&[
+            ("DD_TRACE_AGENT_URL", "http://agent:8126/"),
+            ("DD_AGENT_HOST", "ignored"),
+            ("WARDEN_SERVICE", "wins"),
+            ("DD_SERVICE", "loses"),
+        ])
+        .expect("valid");
+        assert_eq!(c.agent.url, "http://agent:8126");
+        assert_eq!(c.agent.service, "wins");
+        let c = cfg(&[("WARDEN_APPSEC_TRACE", "false")]).expect("valid");
+        assert!(!c.agent.trace && !c.agent.remote_config);
+        let c = cfg(&[
+            ("WARDEN_APPSEC_TRACE", "false"),
+            ("WARDEN_APPSEC_REMOTE_CONFIG", "true"),
+            ("WARDEN_APPSEC_REMOTE_CONFIG_INTERVAL_MS", "250"),
+        ])
+        .expect("valid");
+        assert!(c.agent.remote_config);
+        assert_eq!(c.agent.remote_config_interval_ms, 250);
+        for bad in [
+            ("DD_TRACE_AGENT_URL", "https://agent"),
+            ("DD_TRACE_AGENT_PORT", "0"),
+            ("WARDEN_APPSEC_REMOTE_CONFIG_INTERVAL_MS", "5"),
+        ] {
+            let e = cfg(&[bad]).expect_err("bad value");
+            assert!(e.to_string().contains(bad.0), "{e}");
+        }
+    }
+
+    #[test]
     fn cidr_membership() {
         let n: Cidr = "10.1.0.0/16".parse().expect("cidr");
         assert!(n.contains("10.1.200.3".parse().expect("ip")));

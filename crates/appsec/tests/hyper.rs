@@ -112,6 +112,7 @@ async fn start(appsec: Appsec, calls: Arc<AtomicU64>) -> u16 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hyper_service_is_protected() {
     let cfg = Config {
+        agent: quiet(),
         enabled: true,
         mode: Mode::Block,
         rules_path: Some(common::shared("datadog-rules-1.18.2.json")),
@@ -204,22 +205,30 @@ async fn hyper_service_is_protected() {
     assert!(appsec.set_blocked_ips(&["not-an-ip".to_string()]).is_err());
 }
 
+/// No trace shipping or remote configuration in these tests (no agent here).
+fn quiet() -> warden_appsec::AgentConfig {
+    warden_appsec::AgentConfig {
+        trace: false,
+        remote_config: false,
+        ..Default::default()
+    }
+}
+
 #[test]
 fn disabled_or_misconfigured_instances() {
     let off = Appsec::builder(Config::default())
         .build()
         .expect("disabled");
     assert!(!off.is_enabled());
-    let no_rules = Appsec::builder(Config {
+    // No ruleset configured: Warden's built-in one.
+    let default = Appsec::builder(Config {
         enabled: true,
+        agent: quiet(),
         ..Config::default()
     })
     .build()
-    .expect_err("no ruleset");
-    assert!(
-        no_rules.to_string().contains("WARDEN_APPSEC_RULES"),
-        "{no_rules}"
-    );
+    .expect("built-in ruleset");
+    assert!(default.is_enabled());
     let bad = Appsec::builder(Config {
         enabled: true,
         ..Config::default()
