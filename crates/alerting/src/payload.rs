@@ -168,13 +168,34 @@ fn json_escape(s: &str) -> String {
 }
 
 /// Substitutes `$VARIABLE`s (and `$TAGS[key]`) in `template`. The longest known name wins
-/// (`$ALERT_ID_x` is `$ALERT_ID` then `_x`); unknown `$NAMES` stay as written. With `json`,
-/// values are JSON-string-escaped.
+/// (`$ALERT_ID_x` is `$ALERT_ID` then `_x`); unknown `$NAMES` stay as written.
+///
+/// With `json`, the template is read as JSON text: inside a string literal a value is
+/// JSON-escaped (`"$EVENT_MSG"`); outside one it goes in as is when it is itself JSON (`$DATE`,
+/// `$SECURITY_SIGNAL_ATTRIBUTES`) and as a quoted string otherwise, so the result is JSON
+/// whenever the template is.
 pub fn substitute(template: &str, vars: &BTreeMap<String, String>, json: bool) -> String {
     let mut out = String::with_capacity(template.len() + 64);
+    let mut in_string = false;
+    let mut escaped = false;
     let mut rest = template;
-    while let Some(i) = rest.find('$') {
+    loop {
+        // Next '$', tracking JSON string state over the text before it.
+        let Some(i) = rest.find('$') else {
+            out.push_str(rest);
+            return out;
+        };
+        for c in rest[..i].chars() {
+            if escaped {
+                escaped = false;
+            } else if in_string && c == '\\' {
+                escaped = true;
+            } else if c == '"' {
+                in_string = !in_string;
+            }
+        }
         out.push_str(&rest[..i]);
+        escaped = false;
         let after = &rest[i + 1..];
         let run = after
             .find(|c: char| !(c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_'))
@@ -204,7 +225,15 @@ pub fn substitute(template: &str, vars: &BTreeMap<String, String>, json: bool) -
         }
         match found {
             Some((n, v)) => {
-                out.push_str(&if json { json_escape(&v) } else { v });
+                if !json {
+                    out.push_str(&v);
+                } else if in_string {
+                    out.push_str(&json_escape(&v));
+                } else if !v.trim().is_empty() && serde_json::from_str::<Value>(&v).is_ok() {
+                    out.push_str(&v);
+                } else {
+                    out.push_str(&Value::String(v).to_string());
+                }
                 rest = &after[n..];
             }
             None => {
@@ -213,8 +242,6 @@ pub fn substitute(template: &str, vars: &BTreeMap<String, String>, json: bool) -
             }
         }
     }
-    out.push_str(rest);
-    out
 }
 
 /// How a webhook body is encoded.
@@ -274,13 +301,11 @@ pub fn webhook_body(
 }
 
 /// Checks a payload template: with every `$VARIABLE` replaced by a value full of quotes and
-/// backslashes, it must still be JSON (and an object for form encoding). Returns the error to
-/// show the API caller.
+/// backslashes (or a number for the numeric ones), it must still be JSON (and an object for
+/// form encoding). Returns the error to show the API caller.
 pub fn validate_template(template: &str, enc: Encoding) -> Result<(), String> {
     let mut vars = BTreeMap::new();
     for n in WEBHOOK_VARIABLES {
-        // Numeric variables may stand bare (`"date": $DATE`); the others must sit inside a
-        // string, which a value full of quotes and backslashes checks.
         let v = if NUMERIC_VARIABLES.contains(n) {
             "1700000000000"
         } else {
@@ -347,12 +372,13 @@ mod tests {
         v.insert("ALERT_ID".into(), "42".into());
         v.insert("ID".into(), "7".into());
         v.insert("TAGS".into(), "env:prod,host:web-1".into());
+        v.insert("OBJ".into(), r#"{"ip":"1.2.3.4"}"#.into());
         v
     }
 
     #[test]
     fn json_substitution_escapes_and_longest_name_wins() {
-        let t = r#"{"m":"$EVENT_MSG","a":"$ALERT_ID_x","i":$ID,"h":"$TAGS[host]","u":"$UNKNOWN"}"#;
+        let t = r#"{"m":"$EVENT_MSG","a":"$ALERT_ID_x","i":$ID,"h":"$TAGS[host]","u":"$UNKNOWN","q":"a\"$ID","bare":$EVENT_MSG,"o":$OBJ}"#;
         let out = substitute(t, &vars(), true);
         let v: Value = serde_json::from_str(&out).unwrap();
         assert_eq!(v["m"], "CPU \"high\"\non web-1");
@@ -360,6 +386,12 @@ mod tests {
         assert_eq!(v["i"], 7);
         assert_eq!(v["h"], "web-1");
         assert_eq!(v["u"], "$UNKNOWN");
+        assert_eq!(v["q"], "a\"7", "an escaped quote does not end the string");
+        assert_eq!(
+            v["bare"], "CPU \"high\"\non web-1",
+            "a bare text value is quoted"
+        );
+        assert_eq!(v["o"]["ip"], "1.2.3.4", "a bare JSON value goes in as JSON");
     }
 
     #[test]
@@ -397,7 +429,11 @@ mod tests {
     #[test]
     fn template_validation() {
         assert!(validate_template(r#"{"a":"$EVENT_MSG"}"#, Encoding::Json).is_ok());
-        assert!(validate_template(r#"{"a":$EVENT_MSG}"#, Encoding::Json).is_err());
+        assert!(
+            validate_template(r#"{"a":$EVENT_MSG}"#, Encoding::Json).is_ok(),
+            "quoted"
+        );
+        assert!(validate_template(r#"{"a": }"#, Encoding::Json).is_err());
         assert!(validate_template(r#"{"d":$DATE,"t":"$EVENT_TITLE"}"#, Encoding::Json).is_ok());
         assert!(validate_template(r#"["$ID"]"#, Encoding::Form).is_err());
     }
