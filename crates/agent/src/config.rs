@@ -124,6 +124,46 @@ fn default_min_procs() -> u64 {
     1
 }
 
+/// The trace intake (`apm_config`): where tracers (ddtrace, Warden's app-protection layer)
+/// send their spans.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApmConfig {
+    /// Run the trace intake (default true).
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// TCP port of the intake (default 8126, like the Datadog trace agent; 0 = any free port).
+    #[serde(default = "default_receiver_port")]
+    pub receiver_port: u16,
+    /// Listen on all interfaces instead of loopback (default false).
+    #[serde(default)]
+    pub apm_non_local_traffic: bool,
+    /// Largest request body accepted, bytes (default 50 MiB); larger ones get 413.
+    #[serde(default = "default_max_payload_size")]
+    pub max_payload_size: u64,
+}
+
+impl Default for ApmConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            receiver_port: default_receiver_port(),
+            apm_non_local_traffic: false,
+            max_payload_size: default_max_payload_size(),
+        }
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_receiver_port() -> u16 {
+    8126
+}
+fn default_max_payload_size() -> u64 {
+    50 * 1024 * 1024
+}
+
 /// Secrets resolved from the backend. Never printed (its `Debug` only counts them) and
 /// ignored by equality, which compares settings, not secret material.
 #[derive(Clone, Default)]
@@ -238,6 +278,9 @@ pub struct AgentConfig {
     /// HTTPS port of the browser GUI on `cmd_host`: -1 (default) disables it, 0 picks a free
     /// port.
     pub gui_port: i32,
+
+    // --- Trace intake --------------------------------------------------------------------
+    pub apm_config: ApmConfig,
 }
 
 /// One problem in the configuration.
@@ -334,6 +377,7 @@ const KNOWN_KEYS: &[&str] = &[
     "cmd_port",
     "auth_token_file_path",
     "gui_port",
+    "apm_config",
     "secret_backend_command",
     "secret_backend_arguments",
     "secret_backend_timeout",
@@ -428,7 +472,7 @@ impl AgentConfig {
                 continue;
             };
             let key = key.to_ascii_lowercase();
-            if !KNOWN_KEYS.contains(&key.as_str()) || key == "checks" {
+            if !KNOWN_KEYS.contains(&key.as_str()) || key == "checks" || key == "apm_config" {
                 continue;
             }
             map.insert(key.clone(), env_value(v));
@@ -619,6 +663,10 @@ impl AgentConfig {
                 "the GUI needs the local API for sign-in links; set `cmd_port` too",
             );
         }
+        let apm_config: ApmConfig = r.get("apm_config").unwrap_or_default();
+        if apm_config.max_payload_size == 0 {
+            r.issue("apm_config", "`max_payload_size` must be at least 1 byte");
+        }
         let flush_interval: u64 = r.get("flush_interval").unwrap_or(1);
         if flush_interval == 0 {
             r.issue("flush_interval", "must be at least 1 second");
@@ -678,6 +726,7 @@ impl AgentConfig {
             cmd_port,
             auth_token_file_path: r.get("auth_token_file_path").unwrap_or_default(),
             gui_port,
+            apm_config,
         };
         if issues.is_empty() {
             Ok(cfg)

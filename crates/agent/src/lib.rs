@@ -15,6 +15,7 @@ mod gui;
 mod run;
 pub mod secrets;
 pub mod telemetry;
+pub mod traces;
 
 use warden_model::{Event, Series, ServiceCheck, SketchSeries};
 
@@ -29,6 +30,8 @@ pub enum Outgoing {
     Sketches(Vec<SketchSeries>),
     ServiceChecks(Vec<ServiceCheck>),
     Events(Vec<Event>),
+    /// Tracer payloads from the trace intake, forwarded as `AgentPayload`s.
+    Traces(Vec<warden_proto::trace::TracerPayload>),
 }
 
 /// Sending half of the channel every source writes to.

@@ -26,6 +26,7 @@ use crate::config::AgentConfig;
 use crate::dogstatsd::{DogstatsdError, DogstatsdServer};
 use crate::forwarder::{Forwarder, ForwarderError};
 use crate::telemetry::Telemetry;
+use crate::traces::TraceReceiver;
 use crate::{OutTx, Outgoing};
 
 /// Errors that prevent the agent from starting.
@@ -128,6 +129,23 @@ pub async fn run_with(
         telemetry.clone(),
         sources_stopped,
     ));
+    // Like the local API, a busy trace port disables only the trace intake: metrics matter
+    // more, and the error says what to change.
+    let traces = if cfg.apm_config.enabled {
+        match TraceReceiver::start(&cfg, tx.clone(), telemetry.clone()).await {
+            Ok(r) => Some(r),
+            Err(e) => {
+                tracing::error!(
+                    error = %e,
+                    "the trace intake is disabled until the agent restarts (set \
+                     apm_config.receiver_port, or apm_config.enabled: false)"
+                );
+                None
+            }
+        }
+    } else {
+        None
+    };
     drop(tx);
     let api = token.and_then(|token| {
         let view = AgentView {
@@ -157,6 +175,9 @@ pub async fn run_with(
     tracing::info!("stopping: flushing open buckets and queued payloads");
     if let Some(api) = api {
         api.stop().await;
+    }
+    if let Some(t) = traces {
+        t.stop().await;
     }
     let _ = stop_sources.send(true);
     let _ = tokio::task::spawn_blocking(move || dogstatsd.stop()).await;

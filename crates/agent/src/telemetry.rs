@@ -39,6 +39,12 @@ pub struct Telemetry {
     pub disk_queue_bytes: AtomicU64,
     /// Check runs that failed or timed out.
     pub check_errors: AtomicU64,
+    /// Tracer payloads accepted by the trace intake (`/v0.x/traces`).
+    pub trace_payloads: AtomicU64,
+    /// Spans in those payloads.
+    pub spans_received: AtomicU64,
+    /// Tracer payloads refused (malformed, too large, agent busy).
+    pub trace_payloads_refused: AtomicU64,
 }
 
 /// Which counters are cumulative (shipped as per-interval counts) and which are gauges.
@@ -54,6 +60,9 @@ const COUNTERS: &[&str] = &[
     "payloads_rejected",
     "payloads_evicted",
     "check_errors",
+    "trace_payloads",
+    "spans_received",
+    "trace_payloads_refused",
 ];
 
 impl Telemetry {
@@ -85,6 +94,9 @@ impl Telemetry {
             ("queue_bytes", r(&self.queue_bytes)),
             ("disk_queue_bytes", r(&self.disk_queue_bytes)),
             ("check_errors", r(&self.check_errors)),
+            ("trace_payloads", r(&self.trace_payloads)),
+            ("spans_received", r(&self.spans_received)),
+            ("trace_payloads_refused", r(&self.trace_payloads_refused)),
         ]
     }
 

@@ -8,6 +8,8 @@
 //! an intake therefore reads 0 as a gauge, which is right under both numberings.
 //! Changing a tag number here breaks every peer: do not.
 
+pub mod trace;
+
 /// `datadog.agentpayload.MetricPayload`, the body of `POST /api/v2/series`.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct MetricPayload {

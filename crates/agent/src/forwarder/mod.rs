@@ -107,13 +107,15 @@ pub struct Forwarder {
     transport: Transport,
     telemetry: Arc<Telemetry>,
     hostname: String,
+    /// `env:` of the agent's `tags`, reported in trace payloads.
+    env: String,
     compression: Compression,
     policy: BackoffPolicy,
     memory: MemoryQueue,
     disk: Option<DiskQueue>,
     next_seq: u64,
     stop_timeout: Duration,
-    breakers: [Breaker; 4],
+    breakers: [Breaker; serialize::ENDPOINTS],
     jitter: Jitter,
     delivered: u64,
     last_eviction_log: Option<Instant>,
@@ -171,6 +173,12 @@ impl Forwarder {
             transport,
             telemetry,
             hostname: cfg.hostname.clone(),
+            env: cfg
+                .tags
+                .iter()
+                .find_map(|t| t.strip_prefix("env:"))
+                .unwrap_or_default()
+                .to_owned(),
             compression: cfg.serializer_compressor_kind,
             policy: BackoffPolicy {
                 base: cfg.forwarder_backoff_base,
@@ -182,7 +190,7 @@ impl Forwarder {
             disk,
             next_seq,
             stop_timeout: DEFAULT_STOP_TIMEOUT,
-            breakers: [Breaker::default(); 4],
+            breakers: [Breaker::default(); serialize::ENDPOINTS],
             jitter: Jitter::new(),
             delivered: 0,
             last_eviction_log: None,
@@ -309,6 +317,9 @@ impl Forwarder {
             Outgoing::ServiceChecks(c) => serialize::serialize_checks(c, self.compression),
             Outgoing::Events(e) => {
                 serialize::serialize_events(e, &self.hostname, now_ms / 1000, self.compression)
+            }
+            Outgoing::Traces(t) => {
+                serialize::serialize_traces(t, &self.hostname, &self.env, self.compression)
             }
         };
         if ser.dropped_items > 0 {

@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 
-use super::serialize::{Endpoint, Payload};
+use super::serialize::{ENDPOINTS, Endpoint, Payload};
 
 /// Payloads waiting to be sent, bounded by total body bytes.
 ///
@@ -17,7 +17,7 @@ use super::serialize::{Endpoint, Payload};
 /// endpoint.
 #[derive(Debug)]
 pub(crate) struct MemoryQueue {
-    items: [BTreeMap<u64, Payload>; 4],
+    items: [BTreeMap<u64, Payload>; ENDPOINTS],
     bytes: u64,
     max_bytes: u64,
 }
@@ -112,8 +112,8 @@ impl MemoryQueue {
     }
 
     /// Endpoints that have at least one payload queued.
-    pub(crate) fn endpoints(&self) -> [bool; 4] {
-        [0, 1, 2, 3].map(|i| !self.items[i].is_empty())
+    pub(crate) fn endpoints(&self) -> [bool; ENDPOINTS] {
+        std::array::from_fn(|i| !self.items[i].is_empty())
     }
 }
 
@@ -150,7 +150,7 @@ mod tests {
         );
         assert_eq!(q.pop_newest(|_| true).map(|x| x.seq), Some(3));
         q.insert(p(7, Endpoint::Intake, 5));
-        assert_eq!(q.endpoints(), [true, false, false, true]);
+        assert_eq!(q.endpoints(), [true, false, false, true, false]);
         assert_eq!(
             q.pop_newest(|e| e != Endpoint::Intake).map(|x| x.seq),
             Some(2)

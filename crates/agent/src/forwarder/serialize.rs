@@ -45,15 +45,21 @@ pub(crate) enum Endpoint {
     CheckRun,
     /// `POST /intake/`, JSON events object.
     Intake,
+    /// `POST /api/v0.2/traces`, protobuf `AgentPayload`.
+    Traces,
 }
+
+/// Number of routes (the size of per-route arrays).
+pub(crate) const ENDPOINTS: usize = 5;
 
 impl Endpoint {
     /// Every route, in a stable order (index = [`Endpoint::index`]).
-    pub(crate) const ALL: [Endpoint; 4] = [
+    pub(crate) const ALL: [Endpoint; ENDPOINTS] = [
         Endpoint::Series,
         Endpoint::Sketches,
         Endpoint::CheckRun,
         Endpoint::Intake,
+        Endpoint::Traces,
     ];
 
     /// URL path on the intake.
@@ -63,12 +69,16 @@ impl Endpoint {
             Endpoint::Sketches => "/api/beta/sketches",
             Endpoint::CheckRun => "/api/v1/check_run",
             Endpoint::Intake => "/intake/",
+            Endpoint::Traces => "/api/v0.2/traces",
         }
     }
 
     /// Whether the body is protobuf (else JSON).
     pub(crate) fn is_protobuf(self) -> bool {
-        matches!(self, Endpoint::Series | Endpoint::Sketches)
+        matches!(
+            self,
+            Endpoint::Series | Endpoint::Sketches | Endpoint::Traces
+        )
     }
 
     /// `Content-Type` of the body.
@@ -86,6 +96,7 @@ impl Endpoint {
             Endpoint::Sketches => 1,
             Endpoint::CheckRun => 2,
             Endpoint::Intake => 3,
+            Endpoint::Traces => 4,
         }
     }
 
@@ -96,6 +107,7 @@ impl Endpoint {
             Endpoint::Sketches => 2,
             Endpoint::CheckRun => 3,
             Endpoint::Intake => 4,
+            Endpoint::Traces => 5,
         }
     }
 
@@ -105,6 +117,7 @@ impl Endpoint {
             2 => Endpoint::Sketches,
             3 => Endpoint::CheckRun,
             4 => Endpoint::Intake,
+            5 => Endpoint::Traces,
             _ => return None,
         })
     }
@@ -456,6 +469,51 @@ pub(crate) fn serialize_events(
     };
     pack(
         Endpoint::Intake,
+        items,
+        &OTHER_LIMITS,
+        compression,
+        &assemble,
+    )
+}
+
+/// Target and error traces per second reported in `AgentPayload` (the Datadog agent's
+/// defaults; informational: Warden samples nothing).
+const TARGET_TPS: f64 = 10.0;
+const ERROR_TPS: f64 = 10.0;
+
+/// Serializes tracer payloads into `/api/v0.2/traces` `AgentPayload`s: the header fields
+/// encoded once, followed by as many `tracerPayloads` entries (field 5) as fit.
+pub(crate) fn serialize_traces(
+    payloads: &[proto::trace::TracerPayload],
+    hostname: &str,
+    env: &str,
+    compression: Compression,
+) -> Serialized {
+    let header = proto::trace::AgentPayload {
+        host_name: hostname.to_owned(),
+        env: env.to_owned(),
+        agent_version: env!("CARGO_PKG_VERSION").to_owned(),
+        target_tps: TARGET_TPS,
+        error_tps: ERROR_TPS,
+        ..Default::default()
+    }
+    .encode_to_vec();
+    let items = payloads
+        .iter()
+        .filter(|p| !p.chunks.is_empty())
+        .map(|p| Item {
+            bytes: encode_entry(5, p),
+            weight: 1,
+            group: String::new(),
+        })
+        .collect();
+    let assemble = move |chunk: &[Item]| -> Vec<u8> {
+        let mut out = header.clone();
+        out.extend_from_slice(&concat(chunk));
+        out
+    };
+    pack(
+        Endpoint::Traces,
         items,
         &OTHER_LIMITS,
         compression,
