@@ -593,9 +593,18 @@ async fn send_one(inner: Arc<Inner>, d: db::DueDelivery) {
                 b = b.header(k, v);
             }
             match b.send().await {
-                Ok(resp) => {
+                Ok(mut resp) => {
                     let s = resp.status().as_u16();
-                    let text = resp.text().await.unwrap_or_default();
+                    // Only the start of the answer is kept (for the log); a receiver cannot
+                    // make Warden buffer an endless body.
+                    let mut head = Vec::new();
+                    while head.len() < 4096 {
+                        match resp.chunk().await {
+                            Ok(Some(c)) => head.extend_from_slice(&c),
+                            _ => break,
+                        }
+                    }
+                    let text = String::from_utf8_lossy(&head).into_owned();
                     let err = (!(200..300).contains(&s))
                         .then(|| payload::truncate(text.trim(), 300).to_owned());
                     (Some(s), err)
