@@ -278,6 +278,9 @@ pub struct AgentConfig {
     /// HTTPS port of the browser GUI on `cmd_host`: -1 (default) disables it, 0 picks a free
     /// port.
     pub gui_port: i32,
+    /// Seconds between pulls of the app-protection denylists and ruleset from the server
+    /// (served to local apps on the trace port); 0 disables. Default 30.
+    pub appsec_rc_interval: u64,
 
     // --- Trace intake --------------------------------------------------------------------
     pub apm_config: ApmConfig,
@@ -378,6 +381,7 @@ const KNOWN_KEYS: &[&str] = &[
     "auth_token_file_path",
     "gui_port",
     "apm_config",
+    "appsec_rc_interval",
     "secret_backend_command",
     "secret_backend_arguments",
     "secret_backend_timeout",
@@ -727,6 +731,7 @@ impl AgentConfig {
             auth_token_file_path: r.get("auth_token_file_path").unwrap_or_default(),
             gui_port,
             apm_config,
+            appsec_rc_interval: r.get("appsec_rc_interval").unwrap_or(30),
         };
         if issues.is_empty() {
             Ok(cfg)

@@ -6,6 +6,7 @@
 //! Sources never know about HTTP; the forwarder never knows where data came from.
 
 pub mod api;
+pub mod appsec_rc;
 pub mod checks;
 pub mod collector;
 pub mod config;

@@ -146,6 +146,23 @@ pub async fn run_with(
     } else {
         None
     };
+    // Denylists and the ruleset for protected apps, pulled from the server and served on the
+    // trace port.
+    if let Some(t) = &traces {
+        if cfg.appsec_rc_interval > 0 {
+            match crate::appsec_rc::client(&cfg) {
+                Ok(c) => {
+                    sources.spawn(crate::appsec_rc::run_poller(
+                        cfg.clone(),
+                        t.appsec(),
+                        c,
+                        stop_sources.subscribe(),
+                    ));
+                }
+                Err(e) => tracing::error!(error = %e, "appsec remote configuration disabled"),
+            }
+        }
+    }
     drop(tx);
     let api = token.and_then(|token| {
         let view = AgentView {

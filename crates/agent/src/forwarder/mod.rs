@@ -45,6 +45,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 pub use disk::DiskError;
+pub(crate) use transport::{error_chain, tls_config};
 
 use crate::config::{AgentConfig, Compression};
 use crate::telemetry::Telemetry;

@@ -52,6 +52,8 @@ const MAX_CONNECTIONS: usize = 256;
 const DRAIN_CAP: usize = 64 * 1024 * 1024;
 /// `Datadog-Meta-*` values kept at most this long.
 const HEADER_CAP: usize = 256;
+/// Distinct tracers whose first payload is logged.
+const MAX_TRACERS_LOGGED: usize = 64;
 /// "No sampling priority given" (the Datadog agent's `PriorityNone`).
 const PRIORITY_NONE: i32 = i8::MIN as i32;
 
@@ -72,14 +74,19 @@ pub enum TraceError {
 #[derive(Debug)]
 pub struct TraceReceiver {
     addr: SocketAddr,
+    appsec: Arc<crate::appsec_rc::AppsecRc>,
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
 }
 
 struct Ctx {
+    /// App-protection remote configuration served to local apps (`appsec_rc`).
+    appsec: Arc<crate::appsec_rc::AppsecRc>,
     tx: OutTx,
     telemetry: Arc<Telemetry>,
     max_body: usize,
+    /// Tracers (language, tracer version) seen so far, to log each one's first payload.
+    seen: std::sync::Mutex<Vec<(String, String)>>,
 }
 
 impl TraceReceiver {
@@ -102,15 +109,28 @@ impl TraceReceiver {
         let addr = listener
             .local_addr()
             .map_err(|source| TraceError::Bind { addr, source })?;
+        let appsec = Arc::new(crate::appsec_rc::AppsecRc::default());
         let ctx = Arc::new(Ctx {
+            appsec: appsec.clone(),
             tx,
             telemetry,
             max_body: usize::try_from(cfg.apm_config.max_payload_size).unwrap_or(usize::MAX),
+            seen: std::sync::Mutex::new(Vec::new()),
         });
         let (stop, stopped) = watch::channel(false);
         let task = tokio::spawn(accept_loop(listener, ctx, stopped));
         tracing::info!(%addr, "trace intake listening");
-        Ok(TraceReceiver { addr, stop, task })
+        Ok(TraceReceiver {
+            addr,
+            appsec,
+            stop,
+            task,
+        })
+    }
+
+    /// What `GET /v0.7/warden/appsec` serves (filled by `appsec_rc::run_poller`).
+    pub fn appsec(&self) -> Arc<crate::appsec_rc::AppsecRc> {
+        self.appsec.clone()
     }
 
     /// The bound address (useful with port 0).
@@ -205,6 +225,7 @@ async fn handle(
             }
         }
         "/info" => json(200, &info()),
+        crate::appsec_rc::PATH => crate::appsec_rc::respond(&ctx.appsec, &method),
         // Tracer telemetry (app-started, heartbeats): accepted and discarded.
         p if p.starts_with("/telemetry/proxy/") => {
             let _ = read_body(req, 4 * 1024 * 1024).await;
@@ -343,6 +364,10 @@ async fn traces(ctx: &Ctx, req: Request<Incoming>, path: &str) -> Response<Full<
             format!("unsupported Content-Encoding {encoding:?}: send the body uncompressed"),
         );
     }
+    let tracer = (
+        header_value(&req, "datadog-meta-lang"),
+        header_value(&req, "datadog-meta-tracer-version"),
+    );
     let meta = TracerMeta {
         lang: header_value(&req, "datadog-meta-lang"),
         lang_version: header_value(&req, "datadog-meta-lang-version"),
@@ -382,6 +407,19 @@ async fn traces(ctx: &Ctx, req: Request<Incoming>, path: &str) -> Response<Full<
     }
     Telemetry::add(&ctx.telemetry.trace_payloads, 1);
     Telemetry::add(&ctx.telemetry.spans_received, spans as u64);
+    // One line per tracer (bounded), so an operator sees that an application is connected.
+    if let Ok(mut seen) = ctx.seen.lock()
+        && seen.len() < MAX_TRACERS_LOGGED
+        && !seen.contains(&tracer)
+    {
+        tracing::info!(
+            lang = %tracer.0,
+            tracer_version = %tracer.1,
+            spans,
+            "trace intake: first payload from this tracer"
+        );
+        seen.push(tracer);
+    }
     if path == "/v0.3/traces" {
         return reply(200, "text/plain", "OK\n");
     }
