@@ -43,6 +43,10 @@ const MAX_LITERALS: usize = 250;
 /// occur in most values and only make the shared scan report more matches.
 const MIN_LITERAL_LEN: usize = 3;
 
+/// ...unless they contain a byte that is rare in ordinary text (shell and template
+/// metacharacters): `;`, `|` or `` ` `` alone already rule out most values.
+const RARE_BYTES: &[u8] = b";|`$<>{}\\^~[]";
+
 /// One automaton over the literals of every prefiltered regex of one transformer chain.
 #[derive(Debug)]
 pub(crate) struct Group {
@@ -246,7 +250,7 @@ fn required(hir: &Hir, depth: usize) -> Option<Vec<Vec<u8>>> {
 fn usable<'a>(lits: impl Iterator<Item = &'a [u8]>) -> Option<Vec<Vec<u8>>> {
     let mut out = Vec::new();
     for l in lits {
-        if l.len() < MIN_LITERAL_LEN {
+        if l.len() < MIN_LITERAL_LEN && !l.iter().any(|b| RARE_BYTES.contains(b)) {
             return None;
         }
         out.push(l.to_ascii_lowercase());
