@@ -283,6 +283,14 @@ async fn retries_only_429_and_5xx_and_signed_link_acknowledges() {
         )
         .await;
     }
+    // The org's default policy applies to alerts whose message names none.
+    a.ok(
+        "POST",
+        "/api/v2/warden/escalation_policies",
+        Some(json!({"name": "fallback", "default": true,
+            "steps": [{"delay_minutes": 60, "targets": ["@slack-ops"]}]})),
+    )
+    .await;
     fake.script("/flaky", &[500, 503]);
     fake.script("/broken", &[400, 400, 400]);
     fake.script("/enqueue", &[429]);
@@ -358,6 +366,13 @@ async fn retries_only_429_and_5xx_and_signed_link_acknowledges() {
         (p["status"].as_str(), p["attempts"].as_i64()),
         (Some("delivered"), Some(2))
     );
+
+    let alert = a
+        .ok("GET", &format!("/api/v2/warden/alerts/{key}"), None)
+        .await;
+    assert_eq!(alert["policy"], "fallback", "{alert}");
+    let step1 = fake.wait("/slack/ops", 1, "default policy step 1").await;
+    check_slack(&step1[0].json()).unwrap();
 
     // The signed link: no keys needed; GET only shows, POST acknowledges; tampering is 403.
     let link = pd[1].json()["links"][0]["href"]
