@@ -74,6 +74,8 @@ pub(crate) struct State {
     /// Spans received (all of them) and security events stored since start.
     spans: AtomicU64,
     events: AtomicU64,
+    /// Orgs whose first trace payload was logged.
+    seen_orgs: Mutex<Vec<u64>>,
 }
 
 impl State {
@@ -123,6 +125,7 @@ impl State {
             store: ctx.store.clone(),
             spans: AtomicU64::new(0),
             events: AtomicU64::new(0),
+            seen_orgs: Mutex::new(Vec::new()),
         })
     }
 
@@ -279,6 +282,18 @@ async fn intake(
             events_since_start = st.traces.events.load(Ordering::Relaxed),
             "trace payload received"
         );
+        // Once per org: the operator sees that traces arrive (most are not kept).
+        if let Ok(mut seen) = st.traces.seen_orgs.lock()
+            && !seen.contains(&org)
+        {
+            tracing::info!(
+                org,
+                spans,
+                security_spans = events.len(),
+                "first trace payload for this org (only security spans are stored)"
+            );
+            seen.push(org);
+        }
         if events.is_empty() {
             return Ok(Vec::new());
         }
