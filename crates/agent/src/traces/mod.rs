@@ -74,11 +74,14 @@ pub enum TraceError {
 #[derive(Debug)]
 pub struct TraceReceiver {
     addr: SocketAddr,
+    appsec: Arc<crate::appsec_rc::AppsecRc>,
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
 }
 
 struct Ctx {
+    /// App-protection remote configuration served to local apps (`appsec_rc`).
+    appsec: Arc<crate::appsec_rc::AppsecRc>,
     tx: OutTx,
     telemetry: Arc<Telemetry>,
     max_body: usize,
@@ -106,7 +109,9 @@ impl TraceReceiver {
         let addr = listener
             .local_addr()
             .map_err(|source| TraceError::Bind { addr, source })?;
+        let appsec = Arc::new(crate::appsec_rc::AppsecRc::default());
         let ctx = Arc::new(Ctx {
+            appsec: appsec.clone(),
             tx,
             telemetry,
             max_body: usize::try_from(cfg.apm_config.max_payload_size).unwrap_or(usize::MAX),
@@ -115,7 +120,17 @@ impl TraceReceiver {
         let (stop, stopped) = watch::channel(false);
         let task = tokio::spawn(accept_loop(listener, ctx, stopped));
         tracing::info!(%addr, "trace intake listening");
-        Ok(TraceReceiver { addr, stop, task })
+        Ok(TraceReceiver {
+            addr,
+            appsec,
+            stop,
+            task,
+        })
+    }
+
+    /// What `GET /v0.7/warden/appsec` serves (filled by `appsec_rc::run_poller`).
+    pub fn appsec(&self) -> Arc<crate::appsec_rc::AppsecRc> {
+        self.appsec.clone()
     }
 
     /// The bound address (useful with port 0).
@@ -210,6 +225,7 @@ async fn handle(
             }
         }
         "/info" => json(200, &info()),
+        crate::appsec_rc::PATH => crate::appsec_rc::respond(&ctx.appsec, &method),
         // Tracer telemetry (app-started, heartbeats): accepted and discarded.
         p if p.starts_with("/telemetry/proxy/") => {
             let _ = read_body(req, 4 * 1024 * 1024).await;
