@@ -15,7 +15,6 @@
 //!   override (e.g. `isEnabled: false`); they cannot be deleted.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, Weak};
 
@@ -54,17 +53,33 @@ pub(crate) enum Msg {
     Sync(std::sync::mpsc::Sender<()>),
 }
 
-/// Engine counters (`GET /api/v2/security_monitoring/warden/stats`).
-#[derive(Default)]
-pub(crate) struct Stats {
-    pub(crate) events_in: AtomicU64,
-    pub(crate) events_evaluated: AtomicU64,
-    pub(crate) events_dropped: AtomicU64,
-    pub(crate) signals_created: AtomicU64,
-    pub(crate) signal_writes: AtomicU64,
-    pub(crate) persist_errors: AtomicU64,
+/// Engine counters of one org (`GET /api/v2/security_monitoring/warden/stats`): per org,
+/// so one tenant learns nothing about another's traffic.
+#[derive(Clone, Default)]
+pub(crate) struct OrgStats {
+    pub(crate) events_in: u64,
+    pub(crate) events_evaluated: u64,
+    pub(crate) events_dropped: u64,
+    pub(crate) signals_created: u64,
+    pub(crate) signal_writes: u64,
+    pub(crate) persist_errors: u64,
     /// Event queued → signal update persisted, microseconds (capped sample).
-    pub(crate) latency_us: Mutex<Vec<u64>>,
+    pub(crate) latency_us: Vec<u64>,
+}
+
+#[derive(Default)]
+pub(crate) struct Stats(Mutex<std::collections::HashMap<u64, OrgStats>>);
+
+impl Stats {
+    pub(crate) fn with(&self, org: u64, f: impl FnOnce(&mut OrgStats)) {
+        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        f(m.entry(org).or_default());
+    }
+
+    fn get(&self, org: u64) -> OrgStats {
+        let m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        m.get(&org).cloned().unwrap_or_default()
+    }
 }
 
 pub(crate) struct Shared {
@@ -237,7 +252,7 @@ impl State {
             return;
         }
         let n = events.len() as u64;
-        self.shared.stats.events_in.fetch_add(n, Ordering::Relaxed);
+        self.shared.stats.with(org, |s| s.events_in += n);
         let msg = Msg::Events {
             org,
             events: events.to_vec(),
@@ -246,10 +261,7 @@ impl State {
         match self.tx.try_send(msg) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
-                self.shared
-                    .stats
-                    .events_dropped
-                    .fetch_add(n, Ordering::Relaxed);
+                self.shared.stats.with(org, |s| s.events_dropped += n);
                 tracing::warn!(org, n, "detection queue full; security events dropped");
             }
         }
@@ -433,7 +445,7 @@ pub(crate) async fn route(
             patch_assignee(state, org, id, body, by).await
         }
         (["signals", ..], _) => Err(ApiError::new(405, "method not allowed")),
-        (["warden", "stats"], &Method::GET) => Ok(json_ok(&stats_json(&state.security))),
+        (["warden", "stats"], &Method::GET) => Ok(json_ok(&stats_json(&state.security, org))),
         _ => Err(ApiError::new(404, format!("no route {path}"))),
     }
 }
@@ -450,9 +462,9 @@ async fn json_body(req: Request<Incoming>) -> Result<Value, ApiError> {
         .map_err(|e| ApiError::new(400, format!("request body: invalid JSON: {e}")))
 }
 
-fn stats_json(s: &State) -> Value {
-    let st = &s.shared.stats;
-    let mut lat = st.latency_us.lock().map(|l| l.clone()).unwrap_or_default();
+fn stats_json(s: &State, org: u64) -> Value {
+    let st = s.shared.stats.get(org);
+    let mut lat = st.latency_us;
     lat.sort_unstable();
     let pct = |p: f64| -> u64 {
         if lat.is_empty() {
@@ -462,12 +474,12 @@ fn stats_json(s: &State) -> Value {
         }
     };
     json!({
-        "events_in": st.events_in.load(Ordering::Relaxed),
-        "events_evaluated": st.events_evaluated.load(Ordering::Relaxed),
-        "events_dropped": st.events_dropped.load(Ordering::Relaxed),
-        "signals_created": st.signals_created.load(Ordering::Relaxed),
-        "signal_writes": st.signal_writes.load(Ordering::Relaxed),
-        "persist_errors": st.persist_errors.load(Ordering::Relaxed),
+        "events_in": st.events_in,
+        "events_evaluated": st.events_evaluated,
+        "events_dropped": st.events_dropped,
+        "signals_created": st.signals_created,
+        "signal_writes": st.signal_writes,
+        "persist_errors": st.persist_errors,
         "latency_samples": lat.len(),
         "latency_us": {"p50": pct(0.5), "p99": pct(0.99), "max": lat.last().copied().unwrap_or(0)},
     })

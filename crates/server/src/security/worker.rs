@@ -8,7 +8,6 @@
 //! names a signal the API cannot show.
 
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -65,10 +64,8 @@ pub(crate) fn run(
                     for e in &events {
                         eng.process(e, &mut out);
                     }
-                    shared
-                        .stats
-                        .events_evaluated
-                        .fetch_add(events.len() as u64, Ordering::Relaxed);
+                    let n = events.len() as u64;
+                    shared.stats.with(org, |s| s.events_evaluated += n);
                     updates.extend(out.into_iter().map(|u| (org, u, at)));
                 }
                 Msg::Reload(org) => {
@@ -151,31 +148,27 @@ fn persist_and_act(
     };
     if let Err(e) = res {
         // The signals stay live in the engine; the next event of each rewrites it.
-        shared.stats.persist_errors.fetch_add(1, Ordering::Relaxed);
+        for (org, _) in &rows {
+            shared.stats.with(*org, |s| s.persist_errors += 1);
+        }
         tracing::error!(error = %e, n = rows.len(), "persisting signals failed");
         return;
     }
     let done = Instant::now();
-    {
-        let mut lat = shared
-            .stats
-            .latency_us
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        for (_, u, at) in &updates {
-            let us = done.saturating_duration_since(*at).as_micros() as u64;
-            if lat.len() < 2_000_000 {
-                lat.push(us);
+    for (org, u, at) in &updates {
+        let us = done.saturating_duration_since(*at).as_micros() as u64;
+        shared.stats.with(*org, |s| {
+            if s.latency_us.len() < 2_000_000 {
+                s.latency_us.push(us);
             }
             if u.kind == UpdateKind::Created {
-                shared.stats.signals_created.fetch_add(1, Ordering::Relaxed);
+                s.signals_created += 1;
             }
-        }
+        });
     }
-    shared
-        .stats
-        .signal_writes
-        .fetch_add(rows.len() as u64, Ordering::Relaxed);
+    for (org, _) in &rows {
+        shared.stats.with(*org, |s| s.signal_writes += 1);
+    }
     let fx = effects.lock().ok().and_then(|g| g.clone());
     let Some(fx) = fx else {
         return;
