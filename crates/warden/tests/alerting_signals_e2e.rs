@@ -3,7 +3,7 @@
 //! signal within 10 s → PagerDuty Events v2 trigger, Slack message and webhook with custom
 //! headers at local receivers that check the spec → not acknowledged: escalation step 2 →
 //! `warden signals ack ID` (the CLI): PagerDuty acknowledge, escalation stops →
-//! `warden signals resolve ID`: PagerDuty resolve with the same dedup_key.
+//! resolve through the alerting API: PagerDuty resolve with the same dedup_key, signal archived.
 #![allow(clippy::unwrap_used)]
 
 mod alerting_support;
@@ -267,9 +267,24 @@ async fn attack_signal_pages_escalates_and_is_acknowledged_and_resolved() {
     assert_eq!(escalated("/slack/l1"), 0, "step 1 looped after the ack");
     assert_eq!(escalated("/l2"), 1, "step 2 repeated after the ack");
 
-    // `warden signals resolve ID`: PagerDuty resolve with the same dedup key.
-    let out = signals_cli(&a, &["resolve", &id, "--reason", "true_positive_malicious"]);
-    assert!(out.contains("archived"), "{out}");
+    // Resolved through the alerting API: PagerDuty resolve with the same dedup key, and the
+    // signal's triage follows (archived).
+    let resolved = a
+        .ok("POST", &format!("/api/v2/warden/alerts/{id}/resolve"), None)
+        .await;
+    assert_eq!(resolved["status"], "resolved");
+    let (s, sig) = a
+        .call(
+            "GET",
+            &format!("/api/v2/security_monitoring/signals/{id}"),
+            None,
+        )
+        .await;
+    assert_eq!(s, 200, "{sig}");
+    assert!(
+        sig.to_string().contains("\"state\":\"archived\""),
+        "signal not archived: {sig}"
+    );
     let pd = fake.wait("/enqueue", 3, "PagerDuty resolve").await;
     let res = pd[2].json();
     check_pagerduty(&res).unwrap();
