@@ -443,13 +443,17 @@ pub(crate) fn flatten(s: &Span, tp: &TracerPayload, p: &AgentPayload) -> Securit
 
 // --- GET /api/v2/spans/events ------------------------------------------------------------
 
-/// A time bound: UNIX milliseconds, or `now`, `now-<n><s|m|h|d>`.
+/// A time bound: UNIX milliseconds, `now`, `now-<n><s|m|h|d>` or `-<n><s|m|h|d>`.
 fn parse_time(s: &str, now_ms: i64) -> Option<i64> {
     let s = s.trim();
     if let Ok(ms) = s.parse::<i64>() {
         return Some(ms);
     }
-    let rest = s.strip_prefix("now")?;
+    let rest = match s.strip_prefix("now") {
+        Some(r) => r,
+        None if s.starts_with('-') => s,
+        None => return None,
+    };
     if rest.is_empty() {
         return Some(now_ms);
     }
@@ -557,7 +561,7 @@ async fn list(
             Some(v) => parse_time(&v, now_ms).ok_or_else(|| {
                 ApiError::new(
                     400,
-                    format!("{name}: {v:?} is not UNIX milliseconds or now[-<n>s|m|h|d]"),
+                    format!("{name}: {v:?} is not UNIX milliseconds, now, now-<n>[s|m|h|d] or -<n>[s|m|h|d]"),
                 )
             }),
         }
@@ -736,6 +740,7 @@ mod tests {
         assert_eq!(parse_time("1000", 5), Some(1000));
         assert_eq!(parse_time("now", 90_000), Some(90_000));
         assert_eq!(parse_time("now-1m", 90_000), Some(30_000));
+        assert_eq!(parse_time("-30s", 90_000), Some(60_000));
         assert_eq!(parse_time("yesterday", 0), None);
         assert_eq!(parse_time("now-", 0), None);
         assert_eq!(iso8601(0), "1970-01-01T00:00:00.000Z");
