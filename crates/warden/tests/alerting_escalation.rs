@@ -71,11 +71,11 @@ async fn trigger_escalate_acknowledge_resolve() {
             "POST",
             "/api/v2/warden/escalation_policies",
             Some(json!({"name": "primary", "repeat": 1, "steps": [
-                {"delay_seconds": 2, "targets": ["@slack-oncall-l1"]},
-                {"delay_seconds": 2, "targets": ["@webhook-l2"]}]})),
+                {"delay_seconds": 3, "targets": ["@slack-oncall-l1"]},
+                {"delay_seconds": 3, "targets": ["@webhook-l2"]}]})),
         )
         .await;
-    assert_eq!(p["steps"][1]["delay_seconds"], 2);
+    assert_eq!(p["steps"][1]["delay_seconds"], 3);
 
     // Secrets never come back.
     for path in [
@@ -167,7 +167,7 @@ async fn trigger_escalate_acknowledge_resolve() {
         "step 2 must wait for its delay"
     );
 
-    // Nobody acknowledges: step 2 fires after 2 s.
+    // Nobody acknowledges: step 2 fires after 3 s.
     let l2 = fake.wait("/hook-l2", 1, "escalation step 2").await;
     assert_eq!(
         l2[0].header("content-type"),
@@ -186,7 +186,7 @@ async fn trigger_escalate_acknowledge_resolve() {
     assert_eq!(alert["escalation"]["step"], 2);
 
     // Acknowledge: PagerDuty acknowledge with the same key; escalation stops (with repeat 1
-    // step 1 would fire again 2 s after step 2).
+    // step 1 would fire again 3 s after step 2).
     let acked = a
         .ok(
             "POST",
