@@ -7,6 +7,7 @@
 //! `null` where there is no data; `end` is the last millisecond covered.
 
 use std::collections::HashMap;
+use std::io::Write as _;
 
 use serde_json::{Map, Value, json};
 
@@ -159,10 +160,10 @@ pub fn run_v1_json(
                 out.push(b',');
             }
             out.push(b'[');
-            put(
-                &mut out,
-                &(((grid.start + i as i64 * grid.step) as f64) * 1000.0),
-            );
+            // A whole number of milliseconds below 2^53: serde_json writes such an f64 as
+            // the integer plus ".0"; integer formatting is several times cheaper.
+            let ms = (grid.start + i as i64 * grid.step) * 1000;
+            let _ = write!(out, "{ms}.0");
             out.push(b',');
             put(&mut out, v);
             out.push(b']');

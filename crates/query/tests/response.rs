@@ -600,3 +600,25 @@ fn parallel_evaluation_gives_the_same_answer() {
         );
     }
 }
+
+/// `run_v1_json` writes pointlist timestamps as integers plus ".0"; serde_json's own f64
+/// rendering must agree over the whole accepted time range.
+#[test]
+fn millisecond_timestamps_render_like_serde_json_floats() {
+    for secs in [
+        0i64,
+        1,
+        10,
+        1_681_680_000,
+        4_102_444_800,
+        99_999_999_990,
+        100_000_000_000,
+    ] {
+        let ms = secs * 1000;
+        assert_eq!(
+            serde_json::to_string(&(ms as f64)).expect("f64"),
+            format!("{ms}.0"),
+            "{secs}"
+        );
+    }
+}

@@ -3,7 +3,8 @@
 //!
 //! Why an adapter and not a query-aware store: the engine is pure (no I/O) and reads through
 //! [`DataSource`]; [`StoreSource`] pins one org, so a query can only ever see the series of the
-//! org whose keys authenticated it. Evaluation runs on a blocking thread (store reads block).
+//! org whose keys authenticated it. Evaluation blocks (store reads): it runs under
+//! `block_in_place` (or on a blocking thread on a single-threaded runtime).
 
 use std::sync::Mutex;
 
@@ -154,9 +155,16 @@ fn eval_options(state: &AppState) -> EvalOptions {
     EvalOptions {
         raw_retention_secs: state.limits.max_age_secs,
         now: now_secs(),
-        threads: std::thread::available_parallelism().map_or(1, |n| n.get().min(8)),
+        threads: threads(),
         ..EvalOptions::default()
     }
+}
+
+/// Threads a query may use: the CPUs this process may run on, looked up once (the lookup
+/// reads cgroup files, too slow to repeat per request).
+fn threads() -> usize {
+    static THREADS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *THREADS.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get().min(8)))
 }
 
 /// A query answer: a JSON value, or JSON text already rendered.
@@ -173,13 +181,23 @@ async fn run_blocking(
 ) -> Result<Response<Full<Bytes>>, ApiError> {
     let store = state.store.clone();
     let opts = eval_options(state);
-    let out = tokio::task::spawn_blocking(move || {
+    let run = move || {
         let src = StoreSource::new(&store, org);
         let r = f(&src, &opts);
         (r, src.error.into_inner().unwrap_or_else(|p| p.into_inner()))
-    })
-    .await
-    .map_err(|_| ApiError::new(500, "query task failed"))?;
+    };
+    // On the multi-threaded runtime the query runs right here and the runtime moves this
+    // worker's other tasks away: no hand-off to a pool thread that first has to be woken and
+    // scheduled, which on a busy machine was most of a small query's latency.
+    let out = if tokio::runtime::Handle::current().runtime_flavor()
+        == tokio::runtime::RuntimeFlavor::MultiThread
+    {
+        tokio::task::block_in_place(run)
+    } else {
+        tokio::task::spawn_blocking(run)
+            .await
+            .map_err(|_| ApiError::new(500, "query task failed"))?
+    };
     match out {
         (_, Some(e)) => {
             tracing::error!(error = %e, "store read failed during a query");
