@@ -791,6 +791,35 @@ mod tests {
     }
 
     #[test]
+    fn traces_are_agent_payloads_with_the_header_once_and_every_tracer_payload() {
+        use proto::trace::{AgentPayload, Span, TraceChunk, TracerPayload};
+        let tp = |n: u64| TracerPayload {
+            language_name: "python".into(),
+            chunks: vec![TraceChunk {
+                priority: 2,
+                spans: vec![Span {
+                    trace_id: n,
+                    span_id: n,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let empty = TracerPayload::default();
+        let ser = serialize_traces(&[tp(1), empty, tp(2)], "h1", "prod", Compression::Zstd);
+        assert_eq!(ser.bodies.len(), 1);
+        assert_eq!(ser.bodies[0].endpoint, Endpoint::Traces);
+        let raw = decompress(Compression::Zstd, &ser.bodies[0].body);
+        let p = AgentPayload::decode(raw.as_slice()).unwrap();
+        assert_eq!((p.host_name.as_str(), p.env.as_str()), ("h1", "prod"));
+        assert_eq!(p.agent_version, env!("CARGO_PKG_VERSION"));
+        assert_eq!(p.tracer_payloads, vec![tp(1), tp(2)]);
+        assert_eq!(Endpoint::Traces.path(), "/api/v0.2/traces");
+        assert!(Endpoint::Traces.is_protobuf());
+    }
+
+    #[test]
     fn endpoint_codes_round_trip() {
         for e in Endpoint::ALL {
             assert_eq!(Endpoint::from_code(e.code()), Some(e));

@@ -209,3 +209,40 @@ fn payloads_are_grouped_with_priority_origin_and_tracer_identity() {
         40
     );
 }
+
+proptest::proptest! {
+    /// Arbitrary bytes, as msgpack or JSON, on either version: an error or traces, never a
+    /// panic.
+    #[test]
+    fn random_bytes_never_panic(data in proptest::collection::vec(proptest::num::u8::ANY, 0..600)) {
+        let _ = decode(Version::V04, false, &data);
+        let _ = decode(Version::V05, false, &data);
+        let _ = decode(Version::V04, true, &data);
+    }
+
+    /// A real payload damaged anywhere (bytes flipped, cut short): never a panic, and what
+    /// decodes has no more spans than were written.
+    #[test]
+    fn damaged_payloads_never_panic(
+        flips in proptest::collection::vec((0usize..10_000, 1u8..=255), 1..8),
+        cut in proptest::option::of(0usize..10_000),
+    ) {
+        let mut data = rmp_serde::to_vec_named(&json!([
+            [v04_span(1, 2, 0), v04_span(1, 3, 2)],
+            [v04_span(9, 4, 0)],
+        ]))
+        .unwrap();
+        for (at, x) in flips {
+            let len = data.len();
+            data[at % len] ^= x;
+        }
+        if let Some(c) = cut {
+            data.truncate(c % (data.len() + 1));
+        }
+        if let Ok(traces) = decode(Version::V04, false, &data) {
+            let spans: usize = traces.iter().map(Vec::len).sum();
+            proptest::prop_assert!(spans <= data.len());
+        }
+        let _ = decode(Version::V05, false, &data);
+    }
+}
