@@ -10,7 +10,7 @@
 //!   within seconds, without a restart, and pass again once unblocked.
 //!
 //! `protected_app` is the `warden-appsec` example: `cargo test --workspace` builds it; for a
-//! single-crate run the test builds it first.
+//! single-crate run build it first (`cargo build -p warden-appsec --example protected_app`).
 #![allow(clippy::unwrap_used)]
 
 #[path = "../../appsec/tests/common/mod.rs"]
@@ -141,26 +141,21 @@ impl Stack {
     }
 }
 
-/// Builds the `protected_app` example when this crate's tests run alone.
+/// `common::App::start` finds the example next to the test binaries; say how to get it when
+/// this crate's tests run alone (a nested `cargo build` could wait on cargo's own lock).
 fn ensure_protected_app() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        let exe = std::env::current_exe().unwrap();
-        let bin = exe
-            .parent()
-            .and_then(Path::parent)
-            .unwrap()
-            .join("examples/protected_app");
-        if bin.exists() {
-            return;
-        }
-        let st = std::process::Command::new(env!("CARGO"))
-            .args(["build", "-p", "warden-appsec", "--example", "protected_app"])
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .status()
-            .unwrap();
-        assert!(st.success(), "cannot build protected_app");
-    });
+    let exe = std::env::current_exe().unwrap();
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .unwrap()
+        .join("examples/protected_app");
+    assert!(
+        bin.exists(),
+        "{} not found: `cargo test --workspace` builds it, or run \
+         `cargo build -p warden-appsec --example protected_app` first",
+        bin.display()
+    );
 }
 
 fn flush(app: &common::App) {
