@@ -266,7 +266,6 @@ impl State {
     /// Blocks `value` for `org` until `expires_at` (UNIX seconds; `None` = until unblocked).
     /// Blocking an already blocked value replaces its expiry and reason. Called by
     /// detection-rule actions (`block_ip` / `block_user`).
-    #[allow(dead_code)] // until the detection rules (#6) call it
     pub(crate) fn block(
         &self,
         org: u64,
