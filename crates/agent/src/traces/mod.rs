@@ -168,13 +168,24 @@ async fn accept_loop(listener: TcpListener, ctx: Arc<Ctx>, mut stopped: watch::R
                 };
                 let _ = stream.set_nodelay(true);
                 let ctx = ctx.clone();
+                let mut stop = stopped.clone();
                 conns.spawn(async move {
                     let _permit = permit;
                     let svc = service_fn(move |req| handle(ctx.clone(), req));
                     let mut http = hyper::server::conn::http1::Builder::new();
                     http.timer(hyper_util::rt::TokioTimer::new())
                         .header_read_timeout(Duration::from_secs(30));
-                    let _ = http.serve_connection(TokioIo::new(stream), svc).await;
+                    let conn = http.serve_connection(TokioIo::new(stream), svc);
+                    tokio::pin!(conn);
+                    // Tracers keep connections open between flushes: at shutdown an idle one
+                    // is closed at once, a request in progress finishes first.
+                    tokio::select! {
+                        _ = conn.as_mut() => {}
+                        _ = stop.changed() => {
+                            conn.as_mut().graceful_shutdown();
+                            let _ = conn.await;
+                        }
+                    }
                 });
             }
             Some(_) = conns.join_next(), if !conns.is_empty() => {}

@@ -265,6 +265,24 @@ impl AgentProc {
     pub fn alive(&mut self) -> bool {
         self.child.try_wait().unwrap().is_none()
     }
+
+    /// SIGTERM; waits for the exit and returns how long it took.
+    pub fn stop(&mut self) -> (std::process::ExitStatus, Duration) {
+        let t = Instant::now();
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                return (st, t.elapsed());
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(30),
+                "agent did not stop:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
 }
 
 impl Drop for AgentProc {
