@@ -427,3 +427,71 @@ fn denylists_and_ruleset_from_the_agent_apply_without_restart() {
         get(app.port, "/hello?q=canary-4711", &[]).status == 200
     });
 }
+
+/// An agent that accepts connections and never answers: the sender thread is stuck in its
+/// first request, the bounded queue fills, and further spans are dropped and counted while
+/// `report` (the request path) keeps returning at once.
+#[test]
+fn a_stuck_agent_never_blocks_the_request_path() {
+    let stuck = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", stuck.local_addr().unwrap());
+    let sink = warden_appsec::TraceSink::new(warden_appsec::AgentConfig {
+        url,
+        service: "stuck".into(),
+        ..Default::default()
+    })
+    .unwrap();
+    let report = warden_appsec::RequestReport {
+        method: "POST".into(),
+        uri: "/login".into(),
+        route: Some("/login".into()),
+        client_ip: Some("198.51.100.1".parse().unwrap()),
+        status: Some(401),
+        blocked: None,
+        events: Vec::new(),
+        tags: [(
+            "appsec.events.users.login.failure.track".to_string(),
+            "true".to_string(),
+        )]
+        .into_iter()
+        .collect(),
+        attributes: serde_json::Map::new(),
+        waf_duration_ns: 1_000,
+        waf_timeouts: 0,
+        trace: warden_appsec::TraceLink::default(),
+        user_agent: None,
+        start_unix_ns: 1_700_000_000_000_000_000,
+        duration_ns: 1_000,
+        rules_version: None,
+    };
+    use warden_appsec::EventSink;
+    let n = 3 * warden_appsec::trace::QUEUE_CAPACITY;
+    let t = Instant::now();
+    let mut slowest = Duration::ZERO;
+    for _ in 0..n {
+        let one = Instant::now();
+        sink.report(report.clone());
+        slowest = slowest.max(one.elapsed());
+    }
+    let total = t.elapsed();
+    use std::sync::atomic::Ordering::Relaxed;
+    let st = sink.stats();
+    let (queued, dropped) = (st.queued.load(Relaxed), st.dropped.load(Relaxed));
+    assert_eq!(queued + dropped, n as u64);
+    // At most the queue plus the batch the stuck sender holds got in; the rest was dropped.
+    assert!(
+        queued as usize <= warden_appsec::trace::QUEUE_CAPACITY + warden_appsec::trace::BATCH_SPANS,
+        "queued {queued}"
+    );
+    assert!(
+        dropped as usize
+            >= n - warden_appsec::trace::QUEUE_CAPACITY - warden_appsec::trace::BATCH_SPANS
+    );
+    assert!(total < Duration::from_secs(2), "{n} reports took {total:?}");
+    assert!(
+        slowest < Duration::from_millis(100),
+        "one report took {slowest:?}"
+    );
+    assert_eq!(st.sent.load(Relaxed), 0);
+    drop(stuck);
+}
