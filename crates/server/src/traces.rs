@@ -18,7 +18,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -76,7 +76,12 @@ pub(crate) struct State {
     events: AtomicU64,
     /// Orgs whose first trace payload was logged.
     seen_orgs: Mutex<Vec<u64>>,
+    /// When events past the retention were last deleted (UNIX ms; 0 = not yet).
+    last_prune_ms: AtomicI64,
 }
+
+/// Retention pruning runs at most this often (on intake).
+const PRUNE_EVERY_MS: i64 = 3_600_000;
 
 impl State {
     pub(crate) fn open(ctx: &crate::OpenCtx<'_>) -> Result<State, ServerError> {
@@ -126,6 +131,7 @@ impl State {
             spans: AtomicU64::new(0),
             events: AtomicU64::new(0),
             seen_orgs: Mutex::new(Vec::new()),
+            last_prune_ms: AtomicI64::new(0),
         })
     }
 
@@ -162,6 +168,37 @@ impl State {
         tx.commit()?;
         self.events.fetch_add(fresh.len() as u64, Ordering::Relaxed);
         Ok(fresh)
+    }
+
+    /// Deletes events older than `cutoff_ms` (every org), at most once per
+    /// [`PRUNE_EVERY_MS`]. Errors are logged: pruning is retried at the next due time.
+    pub(crate) fn prune_if_due(&self, cutoff_ms: i64) {
+        let now = crate::now_secs().saturating_mul(1000);
+        let last = self.last_prune_ms.load(Ordering::Relaxed);
+        if now - last < PRUNE_EVERY_MS
+            || self
+                .last_prune_ms
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_err()
+        {
+            return;
+        }
+        let res = self
+            .db
+            .lock()
+            .map_err(|_| EventStoreError::Poisoned)
+            .and_then(|db| {
+                db.execute(
+                    "DELETE FROM security_events WHERE timestamp_ms < ?1",
+                    params![cutoff_ms],
+                )
+                .map_err(EventStoreError::from)
+            });
+        match res {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(deleted = n, "security events past the retention deleted"),
+            Err(e) => tracing::warn!(error = %e, "security-event retention pruning failed"),
+        }
     }
 
     /// Security events of `org` with `from_ms <= timestamp_ms <= to_ms`, newest first, at
@@ -272,7 +309,19 @@ async fn intake(
                 format!("body is not a valid AgentPayload protobuf: {e}"),
             )
         })?;
-        let (spans, events) = security_events(&payload);
+        let (spans, mut events) = security_events(&payload);
+        // Older than the raw retention: refused like old metric points (and pruned below).
+        let cutoff_ms = (crate::now_secs() - st.limits.max_age_secs).saturating_mul(1000);
+        let before = events.len();
+        events.retain(|e| e.timestamp_ms >= cutoff_ms);
+        if events.len() < before {
+            tracing::debug!(
+                org,
+                dropped = before - events.len(),
+                "security spans older than the retention dropped"
+            );
+        }
+        st.traces.prune_if_due(cutoff_ms);
         let total = st.traces.spans.fetch_add(spans, Ordering::Relaxed) + spans;
         tracing::debug!(
             org,

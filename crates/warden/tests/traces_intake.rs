@@ -415,6 +415,30 @@ async fn hostile_payloads_get_4xx_from_agent_and_server_and_nothing_breaks() {
         .wait_events(&tls, "host:direct", 10, |e| !e.is_empty())
         .await;
     assert_eq!(ev[0]["id"], "77-78");
+    // A security span older than the raw retention (457 days by default) is not stored.
+    let mut old = payload.clone();
+    let span = &mut old.tracer_payloads[0].chunks[0].spans[0];
+    span.span_id = 79;
+    span.start = (now_ms() - 500 * 86_400_000) * 1_000_000;
+    let r = tls
+        .post(&surl)
+        .header("DD-API-KEY", &stack.api)
+        .header("Content-Type", "application/x-protobuf")
+        .body(old.encode_to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let r = tls
+        .get(format!("{}/api/v2/spans/events", stack.server.url()))
+        .query(&[("filter[from]", "0"), ("filter[query]", "host:direct")])
+        .header("DD-API-KEY", &stack.api)
+        .header("DD-APPLICATION-KEY", &stack.app)
+        .send()
+        .await
+        .unwrap();
+    let body = r.text().await.unwrap();
+    assert!(body.contains("77-78") && !body.contains("77-79"), "{body}");
     // Bad query parameters on the read side are 400s that say why.
     let r = tls
         .get(format!("{}/api/v2/spans/events", stack.server.url()))
