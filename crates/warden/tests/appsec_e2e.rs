@@ -436,4 +436,21 @@ async fn denylist_from_the_server_blocks_without_restart() {
     let ev = stack.wait_events("@http.client_ip:203.0.113.99", 1).await;
     assert!(ev.iter().any(|e| e["blocked"] == true), "{ev:#?}");
     eprintln!("blocked {blocked_after:?} after the API call");
+
+    // The server goes away: the agent keeps serving its last good copy, so the user stays
+    // blocked (an outage must not unblock anyone).
+    let pid = stack.server.child.id().to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-9", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        common::get(app.port, "/me", &[("x-user", "mallory")]).status,
+        403
+    );
+    assert_eq!(common::get(app.port, "/hello", &from).status, 200);
 }
