@@ -44,6 +44,7 @@ async fn v04_and_v05_security_spans_become_sealed_security_events() {
         "{info}"
     );
     assert_eq!(info["client_drop_p0s"], false);
+    assert_eq!(info["config"]["receiver_port"], agent.trace_port);
 
     // v0.4: an attack span (WAF triggers, blocked) with its child, and a benign trace.
     let attack_ip = "203.0.113.77";

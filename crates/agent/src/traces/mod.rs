@@ -85,6 +85,8 @@ struct Ctx {
     tx: OutTx,
     telemetry: Arc<Telemetry>,
     max_body: usize,
+    /// The bound port, reported in `/info`.
+    port: u16,
     /// Tracers (language, tracer version) seen so far, to log each one's first payload.
     seen: std::sync::Mutex<Vec<(String, String)>>,
 }
@@ -115,6 +117,7 @@ impl TraceReceiver {
             tx,
             telemetry,
             max_body: usize::try_from(cfg.apm_config.max_payload_size).unwrap_or(usize::MAX),
+            port: addr.port(),
             seen: std::sync::Mutex::new(Vec::new()),
         });
         let (stop, stopped) = watch::channel(false);
@@ -235,7 +238,7 @@ async fn handle(
                 resp
             }
         }
-        "/info" => json(200, &info()),
+        "/info" => json(200, &info(ctx.port)),
         crate::appsec_rc::PATH => crate::appsec_rc::respond(&ctx.appsec, &method),
         // Tracer telemetry (app-started, heartbeats): accepted and discarded.
         p if p.starts_with("/telemetry/proxy/") => {
@@ -252,7 +255,7 @@ async fn handle(
 
 /// What `/info` advertises: only the endpoints implemented here, and "send every trace"
 /// (`client_drop_p0s: false`) so no security span is dropped in the tracer.
-fn info() -> serde_json::Value {
+fn info(port: u16) -> serde_json::Value {
     serde_json::json!({
         "version": VERSION,
         "git_commit": "",
@@ -264,7 +267,7 @@ fn info() -> serde_json::Value {
         "config": {
             "default_env": "none",
             "statsd_port": 8125,
-            "receiver_port": 8126,
+            "receiver_port": port,
             "analyzed_spans_by_service": {},
         },
         "peer_tags": [],
