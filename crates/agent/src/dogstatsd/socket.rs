@@ -107,51 +107,63 @@ fn set_rcvbuf_ref(socket: &socket2::SockRef<'_>, want: usize) -> usize {
 }
 
 /// Reusable buffers for one `recvmmsg` batch.
+///
+/// The headers and iovecs are built once: they point into `bufs`, whose heap allocation never
+/// moves or changes size (the vectors are never grown), and the kernel only writes `msg_len`
+/// and `msg_flags` back. Slots are `stride` bytes apart, one cache line more than the buffer
+/// size: with a power-of-two stride every datagram would start in the same cache set, and a
+/// batch of small datagrams would evict itself from L1 between the kernel's copy and the parse.
 pub(crate) struct BatchReader {
     bufs: Vec<u8>,
     buf_size: usize,
-    iovecs: Vec<libc::iovec>,
+    stride: usize,
+    /// Kept alive for `msgs`, which point into it.
+    _iovecs: Vec<libc::iovec>,
     msgs: Vec<libc::mmsghdr>,
 }
 
-// SAFETY: the raw pointers inside `iovecs`/`msgs` only ever point into `bufs`/`iovecs`, which
-// are owned by the same struct and move with it; they are rebuilt before every call.
+// SAFETY: the raw pointers inside `_iovecs`/`msgs` only ever point into `bufs`/`_iovecs`,
+// heap allocations owned by the same struct that move with it and are never reallocated.
 unsafe impl Send for BatchReader {}
 
 impl BatchReader {
     pub(crate) fn new(buf_size: usize) -> Self {
+        let buf_size = buf_size.max(1);
+        let stride = buf_size.next_multiple_of(64) + 64;
+        let mut bufs = vec![0u8; stride * BATCH];
+        let base = bufs.as_mut_ptr();
+        let mut iovecs = Vec::with_capacity(BATCH);
+        for i in 0..BATCH {
+            // SAFETY: `i * stride + buf_size <= BATCH * stride`: the slot is inside `bufs`.
+            let ptr = unsafe { base.add(i * stride) };
+            iovecs.push(libc::iovec {
+                iov_base: ptr.cast(),
+                iov_len: buf_size,
+            });
+        }
+        let mut msgs = Vec::with_capacity(BATCH);
+        for iov in iovecs.iter_mut() {
+            // SAFETY: mmsghdr is a plain C struct for which all-zero is a valid value.
+            let mut m: libc::mmsghdr = unsafe { std::mem::zeroed() };
+            m.msg_hdr.msg_iov = iov;
+            m.msg_hdr.msg_iovlen = 1;
+            msgs.push(m);
+        }
         Self {
-            bufs: vec![0; buf_size * BATCH],
+            bufs,
             buf_size,
-            iovecs: Vec::with_capacity(BATCH),
-            msgs: Vec::with_capacity(BATCH),
+            stride,
+            _iovecs: iovecs,
+            msgs,
         }
     }
 
     /// Blocks until at least one datagram arrives (or the socket's read timeout passes) and
     /// returns the datagrams read, each truncated to the buffer size like the Datadog agent.
     pub(crate) fn read(&mut self, fd: RawFd) -> io::Result<impl Iterator<Item = &[u8]>> {
-        self.iovecs.clear();
-        self.msgs.clear();
-        let base = self.bufs.as_mut_ptr();
-        for i in 0..BATCH {
-            // SAFETY: `i * buf_size` is within `bufs`, which holds `BATCH * buf_size` bytes.
-            let ptr = unsafe { base.add(i * self.buf_size) };
-            self.iovecs.push(libc::iovec {
-                iov_base: ptr.cast(),
-                iov_len: self.buf_size,
-            });
-        }
-        for i in 0..BATCH {
-            // SAFETY: mmsghdr is a plain C struct for which all-zero is a valid value.
-            let mut m: libc::mmsghdr = unsafe { std::mem::zeroed() };
-            m.msg_hdr.msg_iov = &mut self.iovecs[i];
-            m.msg_hdr.msg_iovlen = 1;
-            self.msgs.push(m);
-        }
         // SAFETY: `msgs` holds BATCH initialised headers whose iovecs point into `bufs`, all
-        // alive and not otherwise borrowed during the call; a null timeout means "no timeout"
-        // (the socket's SO_RCVTIMEO still applies to the first datagram).
+        // alive and not otherwise borrowed during the call (`&mut self`); a null timeout means
+        // "no timeout" (the socket's SO_RCVTIMEO still applies to the first datagram).
         let n = unsafe {
             libc::recvmmsg(
                 fd,
@@ -164,13 +176,13 @@ impl BatchReader {
         if n < 0 {
             return Err(io::Error::last_os_error());
         }
-        let n = n as usize;
-        let buf_size = self.buf_size;
+        let n = (n as usize).min(BATCH);
+        let (buf_size, stride) = (self.buf_size, self.stride);
         let bufs = &self.bufs;
         let msgs = &self.msgs;
         Ok((0..n).map(move |i| {
             let len = (msgs[i].msg_len as usize).min(buf_size);
-            &bufs[i * buf_size..i * buf_size + len]
+            &bufs[i * stride..i * stride + len]
         }))
     }
 }
