@@ -294,7 +294,7 @@ pub fn span_from_report(r: &RequestReport, cfg: &AgentConfig) -> Span {
     put("span.kind", "server".into());
     put("component", "warden-appsec".into());
     put("http.method", r.method.clone());
-    put("http.url", r.uri.clone());
+    put("http.url", redact_query(&r.uri));
     if let Some(s) = r.status {
         put("http.status_code", s.to_string());
     }
@@ -359,6 +359,49 @@ pub fn span_from_report(r: &RequestReport, cfg: &AgentConfig) -> Span {
         metrics,
         span_type: "web".into(),
     }
+}
+
+/// Query parameters whose name says they hold a credential, values replaced by `<redacted>`
+/// (the spirit of ddtrace's default query-string obfuscation): URLs are stored and shown.
+fn redact_query(uri: &str) -> String {
+    let Some((path, query)) = uri.split_once('?') else {
+        return uri.to_string();
+    };
+    const SECRET: [&str; 12] = [
+        "pass",
+        "pwd",
+        "secret",
+        "token",
+        "api_key",
+        "apikey",
+        "api-key",
+        "auth",
+        "session",
+        "sign",
+        "credential",
+        "private",
+    ];
+    let mut out = String::with_capacity(uri.len());
+    out.push_str(path);
+    out.push('?');
+    for (i, pair) in query.split('&').enumerate() {
+        if i > 0 {
+            out.push('&');
+        }
+        match pair.split_once('=') {
+            Some((k, _))
+                if {
+                    let k = k.to_ascii_lowercase();
+                    SECRET.iter().any(|s| k.contains(s))
+                } =>
+            {
+                out.push_str(k);
+                out.push_str("=<redacted>");
+            }
+            _ => out.push_str(pair),
+        }
+    }
+    out
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -445,6 +488,20 @@ fn random_id() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn credentials_in_query_strings_are_redacted() {
+        assert_eq!(redact_query("/a?x=1"), "/a?x=1");
+        assert_eq!(
+            redact_query("/login?user=bob&Password=hunter2&access_token=abc&q=1"),
+            "/login?user=bob&Password=<redacted>&access_token=<redacted>&q=1"
+        );
+        assert_eq!(redact_query("/p"), "/p");
+        assert_eq!(
+            redact_query("/p?flag&sessionid=9"),
+            "/p?flag&sessionid=<redacted>"
+        );
+    }
 
     #[test]
     fn trace_identity_follows_the_caller() {

@@ -170,7 +170,7 @@ fn security_spans_reach_the_trace_intake_as_msgpack_v04() {
     // with a W3C parent.
     let r = get(
         app.port,
-        "/hello?name=x",
+        "/hello?name=x&api_key=s3cr3t",
         &[
             ("user-agent", "Arachni/v1.5"),
             (
@@ -255,7 +255,10 @@ fn security_spans_reach_the_trace_intake_as_msgpack_v04() {
     assert_eq!(meta(blocked, "appsec.blocked"), Some("true"));
     assert_eq!(meta(blocked, "http.status_code"), Some("403"));
     assert_eq!(meta(blocked, "http.method"), Some("GET"));
-    assert_eq!(meta(blocked, "http.url"), Some("/hello?name=x"));
+    assert_eq!(
+        meta(blocked, "http.url"),
+        Some("/hello?name=x&api_key=<redacted>")
+    );
     assert_eq!(meta(blocked, "http.route"), Some("/hello"));
     assert_eq!(meta(blocked, "http.useragent"), Some("Arachni/v1.5"));
     assert_eq!(meta(blocked, "http.client_ip"), Some("203.0.113.50"));
