@@ -98,7 +98,11 @@ fn apply(inner: &Inner, doc: &Value, applied: &mut Applied) {
         Some(v) => v.clone(),
         None => Value::Null,
     };
-    if applied.rules_data.as_ref() != Some(&data) {
+    let nothing = data.as_array().is_none_or(Vec::is_empty);
+    if applied.rules_data.is_none() && nothing {
+        // Nothing remote yet and nothing applied: no rebuild needed.
+        applied.rules_data = Some(data);
+    } else if applied.rules_data.as_ref() != Some(&data) {
         match inner.set_remote_rules_data(&data) {
             Ok(()) => {
                 tracing::info!(
