@@ -63,8 +63,10 @@ pub(crate) struct OrgStats {
     pub(crate) signals_created: u64,
     pub(crate) signal_writes: u64,
     pub(crate) persist_errors: u64,
-    /// Event queued → signal update persisted, microseconds (capped sample).
+    /// Event queued → new or escalated signal persisted, microseconds (capped sample).
     pub(crate) latency_us: Vec<u64>,
+    /// Event queued → absorbed-events update persisted (coalesced), microseconds.
+    pub(crate) update_latency_us: Vec<u64>,
 }
 
 #[derive(Default)]
@@ -462,17 +464,20 @@ async fn json_body(req: Request<Incoming>) -> Result<Value, ApiError> {
         .map_err(|e| ApiError::new(400, format!("request body: invalid JSON: {e}")))
 }
 
-fn stats_json(s: &State, org: u64) -> Value {
-    let st = s.shared.stats.get(org);
-    let mut lat = st.latency_us;
-    lat.sort_unstable();
+fn percentiles(mut v: Vec<u64>) -> Value {
+    v.sort_unstable();
     let pct = |p: f64| -> u64 {
-        if lat.is_empty() {
+        if v.is_empty() {
             0
         } else {
-            lat[((lat.len() as f64 - 1.0) * p).round() as usize]
+            v[((v.len() as f64 - 1.0) * p).round() as usize]
         }
     };
+    json!({"p50": pct(0.5), "p99": pct(0.99), "max": v.last().copied().unwrap_or(0), "samples": v.len()})
+}
+
+fn stats_json(s: &State, org: u64) -> Value {
+    let st = s.shared.stats.get(org);
     json!({
         "events_in": st.events_in,
         "events_evaluated": st.events_evaluated,
@@ -480,8 +485,8 @@ fn stats_json(s: &State, org: u64) -> Value {
         "signals_created": st.signals_created,
         "signal_writes": st.signal_writes,
         "persist_errors": st.persist_errors,
-        "latency_samples": lat.len(),
-        "latency_us": {"p50": pct(0.5), "p99": pct(0.99), "max": lat.last().copied().unwrap_or(0)},
+        "latency_us": percentiles(st.latency_us),
+        "update_latency_us": percentiles(st.update_latency_us),
     })
 }
 

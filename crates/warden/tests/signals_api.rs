@@ -230,9 +230,19 @@ async fn signals_list_search_get_and_triage() {
     // (12 users, one failure each), account-takeover x0.
     let all = env.wait_signals("", 4, 10).await;
     assert_eq!(all.len(), 4, "{all:#?}");
-    let high = env
-        .wait_signals("env:staging service:my-service status:high", 1, 0)
-        .await;
+    // Absorbed events are written coalesced (within 250 ms): wait for all 25.
+    let t = std::time::Instant::now();
+    let high = loop {
+        let h = env
+            .wait_signals("env:staging service:my-service status:high", 1, 0)
+            .await;
+        if h.len() == 1 && h[0]["attributes"]["attributes"]["workflow"]["events_matched"] == 25
+            || t.elapsed() > std::time::Duration::from_secs(5)
+        {
+            break h;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
     assert_eq!(high.len(), 1);
     let s = &high[0];
     assert_eq!(s["type"], "signal");

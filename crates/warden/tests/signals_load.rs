@@ -48,20 +48,24 @@ async fn load(rate: usize, secs: usize) {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
+    let ms = |v: &serde_json::Value| v.as_f64().unwrap_or(0.0) / 1000.0;
     eprintln!(
         "signals load: {sent} events in {send_secs:.1} s ({:.0}/s) through POST /api/v0.2/traces; \
          engine: in {}, evaluated {}, dropped {}, signals created {}, signal writes {}; \
-         event -> signal persisted p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms ({} samples)",
+         event -> new/escalated signal persisted p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms ({} samples); \
+         absorbed-event updates (coalesced) p50 {:.1} ms, p99 {:.1} ms",
         sent as f64 / send_secs,
         stats["events_in"],
         stats["events_evaluated"],
         stats["events_dropped"],
         stats["signals_created"],
         stats["signal_writes"],
-        stats["latency_us"]["p50"].as_f64().unwrap() / 1000.0,
-        stats["latency_us"]["p99"].as_f64().unwrap() / 1000.0,
-        stats["latency_us"]["max"].as_f64().unwrap() / 1000.0,
-        stats["latency_samples"],
+        ms(&stats["latency_us"]["p50"]),
+        ms(&stats["latency_us"]["p99"]),
+        ms(&stats["latency_us"]["max"]),
+        stats["latency_us"]["samples"],
+        ms(&stats["update_latency_us"]["p50"]),
+        ms(&stats["update_latency_us"]["p99"]),
     );
     assert_eq!(stats["events_in"], sent as u64, "{stats}");
     assert_eq!(

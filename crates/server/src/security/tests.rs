@@ -320,7 +320,7 @@ fn load(rate: usize, secs: usize) {
     let st = stats_json(&e.state, 9);
     eprintln!(
         "detection load: {sent} events in {send_secs:.1} s ({:.0}/s); evaluated {}, dropped {}, signals {}, signal writes {}, \
-         event->signal persisted p50 {} us, p99 {} us, max {} us ({} samples)",
+         event->new/escalated signal persisted p50 {} us, p99 {} us, max {} us ({} samples); absorbed-event updates p99 {} us",
         sent as f64 / send_secs,
         st["events_evaluated"],
         st["events_dropped"],
@@ -329,7 +329,8 @@ fn load(rate: usize, secs: usize) {
         st["latency_us"]["p50"],
         st["latency_us"]["p99"],
         st["latency_us"]["max"],
-        st["latency_samples"],
+        st["latency_us"]["samples"],
+        st["update_latency_us"]["p99"],
     );
     assert_eq!(st["events_in"], sent as u64);
     assert_eq!(st["events_evaluated"], sent as u64, "events lost: {st}");

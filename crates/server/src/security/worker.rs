@@ -1,6 +1,12 @@
 //! The engine thread: drains the event queue, runs each org's rules, persists the changed
 //! signals in one transaction per batch, then notifies and runs rule actions.
 //!
+//! Why new and escalated signals are written at once but absorbed events are coalesced: a
+//! signal under attack absorbs hundreds of events a second, and rewriting (serializing and
+//! sealing) it for each would make persistence, not detection, the bottleneck. A signal that
+//! only absorbed events is written at most every [`COALESCE`]; one that appears or escalates
+//! is written (and notified) in the same batch.
+//!
 //! Why one thread and a queue: `ingest` is called from the trace intake's request path and
 //! must never wait on rule evaluation or SQLite; the engine is single-threaded state anyway
 //! (windows per group), and at the rates Warden targets (thousands of events per second) one
@@ -21,6 +27,13 @@ use super::{Effects, Msg, Shared};
 const MAX_SIGNAL_MS: i64 = 86_400_000;
 /// Events processed before the batch is persisted even if the queue is not empty.
 const MAX_BATCH_EVENTS: usize = 20_000;
+/// Longest an absorbed-events-only update waits before it is written.
+const COALESCE: Duration = Duration::from_millis(250);
+/// Pending coalesced signals that force a write.
+const MAX_PENDING: usize = 10_000;
+
+/// Signals with absorbed events not yet written: latest snapshot, first event's queue time.
+type Pending = HashMap<(u64, String), (Signal, Instant)>;
 
 pub(crate) fn run(
     shared: Arc<Shared>,
@@ -29,8 +42,9 @@ pub(crate) fn run(
 ) {
     let mut engines: HashMap<u64, Engine> = HashMap::new();
     let mut last_tick = Instant::now();
+    let mut pending: Pending = HashMap::new();
     loop {
-        let first = match rx.recv_timeout(Duration::from_millis(500)) {
+        let first = match rx.recv_timeout(Duration::from_millis(100)) {
             Ok(m) => Some(m),
             Err(RecvTimeoutError::Timeout) => None,
             Err(RecvTimeoutError::Disconnected) => return,
@@ -79,8 +93,8 @@ pub(crate) fn run(
                 Msg::Sync(tx) => syncs.push(tx),
             }
         }
-        if !updates.is_empty() {
-            persist_and_act(&shared, &effects, updates);
+        if !updates.is_empty() || !pending.is_empty() {
+            persist_and_act(&shared, &effects, updates, &mut pending, !syncs.is_empty());
         }
         for s in syncs {
             let _ = s.send(());
@@ -130,44 +144,85 @@ fn persist_and_act(
     shared: &Shared,
     effects: &Mutex<Option<Arc<dyn Effects>>>,
     updates: Vec<(u64, SignalUpdate, Instant)>,
+    pending: &mut Pending,
+    flush_all: bool,
 ) {
-    // Last snapshot per signal is what gets written.
-    let mut last: HashMap<(u64, String), usize> = HashMap::new();
+    // Last snapshot per signal; urgent when it appeared or escalated in this batch.
+    let mut last: HashMap<(u64, String), (usize, bool)> = HashMap::new();
     for (i, (org, u, _)) in updates.iter().enumerate() {
-        last.insert((*org, u.signal.id.clone()), i);
+        let urgent = matches!(u.kind, UpdateKind::Created | UpdateKind::Escalated);
+        let e = last
+            .entry((*org, u.signal.id.clone()))
+            .or_insert((i, urgent));
+        e.0 = i;
+        e.1 |= urgent;
     }
-    let mut idx: Vec<usize> = last.values().copied().collect();
-    idx.sort_unstable();
-    let rows: Vec<(u64, &Signal)> = idx
+    let now = Instant::now();
+    let mut rows: Vec<(u64, Signal, Instant, bool)> = Vec::new();
+    for ((org, id), (i, urgent)) in last {
+        let (_, u, at) = &updates[i];
+        let first_at = updates
+            .iter()
+            .filter(|(o, x, _)| *o == org && x.signal.id == id)
+            .map(|(_, _, t)| *t)
+            .min()
+            .unwrap_or(*at);
+        if urgent {
+            pending.remove(&(org, id));
+            rows.push((org, u.signal.clone(), first_at, true));
+        } else {
+            let e = pending
+                .entry((org, id))
+                .or_insert_with(|| (u.signal.clone(), first_at));
+            e.0 = u.signal.clone();
+        }
+    }
+    let flush_pending = flush_all || pending.len() > MAX_PENDING;
+    let due: Vec<(u64, String)> = pending
         .iter()
-        .map(|&i| (updates[i].0, &updates[i].1.signal))
+        .filter(|(_, (_, at))| flush_pending || now.saturating_duration_since(*at) >= COALESCE)
+        .map(|(k, _)| k.clone())
         .collect();
+    for k in due {
+        if let Some((s, at)) = pending.remove(&k) {
+            rows.push((k.0, s, at, false));
+        }
+    }
+    if rows.is_empty() {
+        return;
+    }
+    let refs: Vec<(u64, &Signal)> = rows.iter().map(|(o, s, _, _)| (*o, s)).collect();
     let res = match shared.db.lock() {
-        Ok(mut db) => db.put_signals(&rows),
+        Ok(mut db) => db.put_signals(&refs),
         Err(e) => Err(e.to_string()),
     };
     if let Err(e) = res {
         // The signals stay live in the engine; the next event of each rewrites it.
-        for (org, _) in &rows {
+        for (org, _) in &refs {
             shared.stats.with(*org, |s| s.persist_errors += 1);
         }
-        tracing::error!(error = %e, n = rows.len(), "persisting signals failed");
+        tracing::error!(error = %e, n = refs.len(), "persisting signals failed");
         return;
     }
     let done = Instant::now();
-    for (org, u, at) in &updates {
+    for (org, _, at, urgent) in &rows {
         let us = done.saturating_duration_since(*at).as_micros() as u64;
         shared.stats.with(*org, |s| {
-            if s.latency_us.len() < 2_000_000 {
-                s.latency_us.push(us);
-            }
-            if u.kind == UpdateKind::Created {
-                s.signals_created += 1;
+            s.signal_writes += 1;
+            let v = if *urgent {
+                &mut s.latency_us
+            } else {
+                &mut s.update_latency_us
+            };
+            if v.len() < 2_000_000 {
+                v.push(us);
             }
         });
     }
-    for (org, _) in &rows {
-        shared.stats.with(*org, |s| s.signal_writes += 1);
+    for (org, u, _) in &updates {
+        if u.kind == UpdateKind::Created {
+            shared.stats.with(*org, |s| s.signals_created += 1);
+        }
     }
     let fx = effects.lock().ok().and_then(|g| g.clone());
     let Some(fx) = fx else {

@@ -150,8 +150,11 @@ fn now_ns() -> i64 {
 static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 fn base_span(service: &str, env: &str, ip: &str, resource: &str) -> Span {
-    let id = NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-        + (now_ns() as u64 % 1_000_000_000) * 1000;
+    // Unique per process run: a time-derived base plus a counter (the intake dedups by
+    // trace and span id).
+    static BASE: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    let base = *BASE.get_or_init(|| (now_ns() as u64) << 8);
+    let id = base.wrapping_add(NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
     let mut meta = BTreeMap::new();
     meta.insert("env".into(), env.into());
     meta.insert("http.client_ip".into(), ip.into());
