@@ -45,7 +45,7 @@ const MIN_LITERAL_LEN: usize = 3;
 
 /// ...unless they contain a byte that is rare in ordinary text (shell and template
 /// metacharacters): `;`, `|` or `` ` `` alone already rule out most values.
-const RARE_BYTES: &[u8] = b";|`$<>{}\\^~[]";
+const RARE_BYTES: &[u8] = b";|&`$<>{}\\^~[]";
 
 /// One automaton over the literals of every prefiltered regex of one transformer chain.
 #[derive(Debug)]
