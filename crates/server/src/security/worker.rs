@@ -148,25 +148,21 @@ fn persist_and_act(
     flush_all: bool,
 ) {
     // Last snapshot per signal; urgent when it appeared or escalated in this batch.
-    let mut last: HashMap<(u64, String), (usize, bool)> = HashMap::new();
-    for (i, (org, u, _)) in updates.iter().enumerate() {
+    // (index of the last update, urgent, queue time of the first event) per signal.
+    let mut last: HashMap<(u64, String), (usize, bool, Instant)> = HashMap::new();
+    for (i, (org, u, at)) in updates.iter().enumerate() {
         let urgent = matches!(u.kind, UpdateKind::Created | UpdateKind::Escalated);
         let e = last
             .entry((*org, u.signal.id.clone()))
-            .or_insert((i, urgent));
+            .or_insert((i, urgent, *at));
         e.0 = i;
         e.1 |= urgent;
+        e.2 = e.2.min(*at);
     }
     let now = Instant::now();
     let mut rows: Vec<(u64, Signal, Instant, bool)> = Vec::new();
-    for ((org, id), (i, urgent)) in last {
-        let (_, u, at) = &updates[i];
-        let first_at = updates
-            .iter()
-            .filter(|(o, x, _)| *o == org && x.signal.id == id)
-            .map(|(_, _, t)| *t)
-            .min()
-            .unwrap_or(*at);
+    for ((org, id), (i, urgent, first_at)) in last {
+        let u = &updates[i].1;
         if urgent {
             pending.remove(&(org, id));
             rows.push((org, u.signal.clone(), first_at, true));
