@@ -55,6 +55,20 @@ impl<'a> Reader<'a> {
         self.pos >= self.buf.len()
     }
 
+    /// The next `n` bytes.
+    pub(crate) fn take(&mut self, n: usize) -> Result<&'a [u8], StoreError> {
+        let end = self
+            .pos
+            .checked_add(n)
+            .ok_or_else(|| corrupt("truncated"))?;
+        let s = self
+            .buf
+            .get(self.pos..end)
+            .ok_or_else(|| corrupt("truncated"))?;
+        self.pos = end;
+        Ok(s)
+    }
+
     pub(crate) fn u8(&mut self) -> Result<u8, StoreError> {
         let b = *self.buf.get(self.pos).ok_or_else(|| corrupt("truncated"))?;
         self.pos += 1;
@@ -260,18 +274,21 @@ fn decode_packed(r: &mut Reader<'_>, n: usize) -> Result<Vec<f64>, StoreError> {
         ms.push(r.ivarint()?);
     }
     let min = r.ivarint()?;
-    let mut br = BitReader {
-        r,
-        acc: 0,
-        nbits: 0,
-    };
+    // The packed section is exactly ceil(count × width / 8) bytes: take it whole, then read
+    // the fields without a bounds check and error path per value.
+    let bits = (n - heads)
+        .checked_mul(width as usize)
+        .ok_or_else(|| corrupt("packed length"))?;
+    let data = r.take(bits.div_ceil(8))?;
+    let mut bitpos = 0usize;
     let mut d = if sub == PACK_DOD && n > 1 {
         ms[1].wrapping_sub(ms[0])
     } else {
         0
     };
     for _ in heads..n {
-        let x = min.wrapping_add(br.get(width)? as i64);
+        let x = min.wrapping_add(read_bits(data, bitpos, width) as i64);
+        bitpos += width as usize;
         let m = match sub {
             PACK_RAW => x,
             PACK_DELTA => ms[ms.len() - 1].wrapping_add(x),
@@ -282,7 +299,37 @@ fn decode_packed(r: &mut Reader<'_>, n: usize) -> Result<Vec<f64>, StoreError> {
         };
         ms.push(m);
     }
+    if e == 0 {
+        return Ok(ms.into_iter().map(|m| m as f64).collect());
+    }
     Ok(ms.into_iter().map(|m| m as f64 / p).collect())
+}
+
+/// `width` (≤ 64) bits starting at bit `bitpos` of `data`, most significant bit first (the
+/// order `BitWriter` writes). Bits past the end of `data` read as zero; callers size `data`
+/// so the field lies within it.
+#[inline]
+fn read_bits(data: &[u8], bitpos: usize, width: u32) -> u64 {
+    if width == 0 {
+        return 0;
+    }
+    let byte = bitpos / 8;
+    let off = (bitpos % 8) as u32;
+    // off + width ≤ 71 bits: a 16-byte big-endian window always holds the field.
+    let window = match data.get(byte..byte + 16) {
+        Some(w) => {
+            let mut a = [0u8; 16];
+            a.copy_from_slice(w);
+            u128::from_be_bytes(a)
+        }
+        None => {
+            let mut a = [0u8; 16];
+            let tail = data.get(byte..).unwrap_or(&[]);
+            a[..tail.len()].copy_from_slice(tail);
+            u128::from_be_bytes(a)
+        }
+    };
+    ((window << off) >> (128 - width)) as u64
 }
 
 fn decimal_mantissas(values: &[f64]) -> Option<(u8, Vec<i64>)> {
