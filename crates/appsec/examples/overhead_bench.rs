@@ -25,6 +25,13 @@ use axum::extract::{ConnectInfo, Extension, MatchedPath};
 use axum::routing::get;
 use warden_appsec::{AgentConfig, Appsec, Config, Mode, RequestHandle};
 
+/// An event sink that drops every report.
+struct Discard;
+
+impl warden_appsec::EventSink for Discard {
+    fn report(&self, _: warden_appsec::RequestReport) {}
+}
+
 /// Benign requests not answered 200 (a blocked benign request is a false positive; its
 /// latency still counts).
 static NON_200: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
@@ -188,6 +195,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                        "regex": "^never$"}}]}]
     });
     let layer_only = build(cfg.clone(), Some(minimal.to_string()))?;
+    // The same as `appsec` but reporting nowhere: the difference on attack traffic is what
+    // reporting (span building, queue push) costs a request.
+    let unreported = Appsec::builder(cfg.clone())
+        .event_sink(std::sync::Arc::new(Discard))
+        .route_template(|ext| ext.get::<MatchedPath>().map(|m| m.as_str().to_string()))
+        .peer_addr(|ext| ext.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip()))
+        .build()?;
     // What `WARDEN_APPSEC_ENABLED=true` alone gives: Warden's built-in ruleset.
     let builtin = build(
         Config {
@@ -214,6 +228,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let d = serve(trivial().layer(builtin.layer())).await?;
         Ok::<_, std::io::Error>((a, b, c, d))
     })?;
+    let quiet = rt.block_on(serve(trivial().layer(unreported.layer())))?;
 
     let reqs: Vec<common::HttpReq> = common::read_jsonl("benign-faker.jsonl")
         .iter()
@@ -311,6 +326,53 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "benign requests not answered 200 (all servers, all passes): {}",
         NON_200.load(std::sync::atomic::Ordering::Relaxed)
     );
+
+    // Reporting cost on attack traffic: CRS attacks that ruleset 1.18.2 flags, each on a fresh
+    // connection, alternately to the reporting server and the silent one.
+    let flagged: std::collections::HashSet<String> =
+        common::read_jsonl("expected/crs-regression.libddwaf.jsonl")
+            .iter()
+            .filter(|e| e["rule_ids"].as_array().is_some_and(|a| !a.is_empty()))
+            .filter_map(|e| e["id"].as_str().map(str::to_string))
+            .collect();
+    let attacks: Vec<common::HttpReq> = common::read_jsonl("crs-regression.jsonl")
+        .iter()
+        .filter(|r| r["id"].as_str().is_some_and(|id| flagged.contains(id)))
+        .filter_map(common::to_http)
+        .filter(|r| r.method != "HEAD")
+        .take(500)
+        .collect();
+    let timed = |port: u16, req: &common::HttpReq| {
+        let t = Instant::now();
+        common::send(port, req).map(|_| t.elapsed().as_secs_f64() * 1e6)
+    };
+    for req in &attacks {
+        timed(protected, req)?;
+        timed(quiet, req)?;
+    }
+    let (mut lr, mut lq, mut dr) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 0..rounds {
+        for (i, req) in attacks.iter().enumerate() {
+            let (r, q) = if (i + round) % 2 == 0 {
+                let r = timed(protected, req)?;
+                (r, timed(quiet, req)?)
+            } else {
+                let q = timed(quiet, req)?;
+                (timed(protected, req)?, q)
+            };
+            lr.push(r);
+            lq.push(q);
+            dr.push(r - q);
+        }
+    }
+    println!(
+        "attack corpus: {} CRS requests flagged by 1.18.2 x {rounds} rounds, new connection each",
+        attacks.len()
+    );
+    summary("attacks, reported as spans", lr);
+    summary("attacks, not reported", lq);
+    let (r50, r99) = summary("added by reporting", dr);
+    println!("reporting (TraceSink) on requests with events: p50 {r50:.1} µs, p99 {r99:.1} µs");
     appsec.flush_traces(std::time::Duration::from_secs(5));
     if let Some(st) = appsec.trace_stats() {
         use std::sync::atomic::Ordering::Relaxed;

@@ -4,8 +4,9 @@
 //! server then treat Warden-protected Rust services and ddtrace-instrumented ones alike.
 //!
 //! Why a background thread and a bounded queue: reporting must never slow down or fail a
-//! request. `report` only builds the span and `try_send`s it; when the queue is full the span
-//! is dropped and counted ([`TraceStats::dropped`]). The thread ships a batch every second or
+//! request. `report` only `try_send`s the report (a move, no copy); the span is built, encoded
+//! and shipped on the sender thread. When the queue is full the report is dropped and counted
+//! ([`TraceStats::dropped`]). The thread ships a batch every second or
 //! every 100 spans, whichever comes first. Spans carry `_sampling_priority_v1 = 2`
 //! (user-keep) so no sampler downstream drops a security trace.
 
@@ -65,7 +66,8 @@ pub struct TraceStats {
 }
 
 enum Msg {
-    Span(Box<Span>),
+    /// Turned into a span on the sender thread, not on the request path.
+    Report(Box<RequestReport>),
     Flush(SyncSender<()>),
 }
 
@@ -96,9 +98,10 @@ impl TraceSink {
         let (tx, rx) = std::sync::mpsc::sync_channel(QUEUE_CAPACITY);
         let stats = Arc::new(TraceStats::default());
         let st = Arc::clone(&stats);
+        let span_cfg = cfg.clone();
         std::thread::Builder::new()
             .name("warden-appsec-traces".into())
-            .spawn(move || sender(rx, url, st))
+            .spawn(move || sender(rx, url, span_cfg, st))
             .map_err(|e| ConfigError::BadValue {
                 var: "WARDEN_APPSEC_TRACE",
                 value: e.to_string(),
@@ -138,8 +141,7 @@ impl TraceSink {
 
 impl EventSink for TraceSink {
     fn report(&self, report: RequestReport) {
-        let span = span_from_report(&report, &self.cfg);
-        match self.tx.try_send(Msg::Span(Box::new(span))) {
+        match self.tx.try_send(Msg::Report(Box::new(report))) {
             Ok(()) => {
                 self.stats.queued.fetch_add(1, Ordering::Relaxed);
             }
@@ -171,7 +173,7 @@ impl EventSink for FanOut {
     }
 }
 
-fn sender(rx: Receiver<Msg>, url: AgentUrl, stats: Arc<TraceStats>) {
+fn sender(rx: Receiver<Msg>, url: AgentUrl, cfg: AgentConfig, stats: Arc<TraceStats>) {
     let mut batch: Vec<Span> = Vec::with_capacity(BATCH_SPANS);
     let mut deadline: Option<Instant> = None;
     let mut failures: u64 = 0;
@@ -189,8 +191,8 @@ fn sender(rx: Receiver<Msg>, url: AgentUrl, stats: Arc<TraceStats>) {
         };
         let mut waiter = None;
         match msg {
-            Some(Msg::Span(s)) => {
-                batch.push(*s);
+            Some(Msg::Report(r)) => {
+                batch.push(span_from_report(&r, &cfg));
                 deadline.get_or_insert_with(|| Instant::now() + FLUSH_INTERVAL);
                 if batch.len() < BATCH_SPANS {
                     continue;
