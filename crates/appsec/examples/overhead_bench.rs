@@ -7,7 +7,9 @@
 //! buffering, address building, context, response inspection; almost no WAF work). A client thread
 //! replays the benign corpus over one keep-alive connection per server, rotating servers
 //! request by request so all see the same machine load, and prints p50/p99 latency of each
-//! and of the per-request differences to the bare server.
+//! and of the per-request differences to the bare server. Then CRS attacks go alternately to
+//! the 1.18.2 server (reports as trace spans to a stand-in agent) and to a twin that discards
+//! its reports: the difference is what reporting costs a request with events.
 //!
 //! ```text
 //! cargo run -p warden-appsec --release --example overhead_bench -- [--rounds 3] [--mode block|monitor]
