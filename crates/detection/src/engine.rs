@@ -113,7 +113,9 @@ pub enum UpdateKind {
 #[derive(Clone, Debug)]
 pub struct SignalUpdate {
     pub kind: UpdateKind,
-    pub signal: Signal,
+    /// A snapshot, shared with the engine until its next change (copy on write: an update
+    /// costs a reference count, not a deep copy of samples).
+    pub signal: Arc<Signal>,
     /// Actions to run (on creation and escalation only).
     pub actions: Vec<ActionRequest>,
     /// Time of the event that caused this update, UNIX ms.
@@ -224,7 +226,7 @@ impl Window {
 }
 
 struct Active {
-    signal: Signal,
+    signal: Arc<Signal>,
 }
 
 #[derive(Default)]
@@ -499,12 +501,12 @@ impl Engine {
         let case = c.first_case(&|n| values.get(n).copied().unwrap_or(0.0));
         let (kind, actions) = match (&mut g.active, case) {
             (Some(a), case) => {
-                absorb(&mut a.signal, e);
+                absorb(Arc::make_mut(&mut a.signal), e);
                 let mut kind = UpdateKind::Updated;
                 let mut actions = Vec::new();
                 if let Some(ci) = case {
                     if c.cases[ci].status > a.signal.status {
-                        set_case(&mut a.signal, c, ci);
+                        set_case(Arc::make_mut(&mut a.signal), c, ci);
                         kind = UpdateKind::Escalated;
                         actions = case_actions(&c.rule.cases[ci].actions, &a.signal, e);
                     }
@@ -528,7 +530,9 @@ impl Engine {
                 }
                 set_case(&mut s, c, ci);
                 let actions = case_actions(&c.rule.cases[ci].actions, &s, e);
-                g.active = Some(Active { signal: s });
+                g.active = Some(Active {
+                    signal: Arc::new(s),
+                });
                 (UpdateKind::Created, actions)
             }
             (None, None) => return,
@@ -588,7 +592,7 @@ impl Engine {
         // A live signal for this value absorbs the event.
         if let Some(a) = g.nv_active.get_mut(&value) {
             if !expired(&a.signal, t, c.keep_alive_ms, c.max_duration_ms) {
-                absorb(&mut a.signal, e);
+                absorb(Arc::make_mut(&mut a.signal), e);
                 out.push(SignalUpdate {
                     kind: UpdateKind::Updated,
                     signal: a.signal.clone(),
@@ -609,6 +613,7 @@ impl Engine {
         let mut s = new_signal(id, c, &key, Some(value.clone()), e);
         set_case(&mut s, c, ci);
         let actions = case_actions(&c.rule.cases[ci].actions, &s, e);
+        let s = Arc::new(s);
         out.push(SignalUpdate {
             kind: UpdateKind::Created,
             signal: s.clone(),
@@ -672,9 +677,18 @@ impl Engine {
         match s.new_value.clone() {
             Some(v) => {
                 g.seen.insert(v.clone(), s.last_seen_ms);
-                g.nv_active.insert(v, Active { signal: s });
+                g.nv_active.insert(
+                    v,
+                    Active {
+                        signal: Arc::new(s),
+                    },
+                );
             }
-            None => g.active = Some(Active { signal: s }),
+            None => {
+                g.active = Some(Active {
+                    signal: Arc::new(s),
+                })
+            }
         }
     }
 

@@ -59,7 +59,7 @@ fn run(e: &mut Engine, evs: &[SecurityEvent]) -> Vec<SignalUpdate> {
 fn created(u: &[SignalUpdate]) -> Vec<&Signal> {
     u.iter()
         .filter(|u| u.kind == UpdateKind::Created)
-        .map(|u| &u.signal)
+        .map(|u| &*u.signal)
         .collect()
 }
 
@@ -386,7 +386,7 @@ fn tick_forgets_ended_state_and_restore_readopts() {
     // After a restart the stored signal is re-adopted and absorbs new events.
     let mut e2 = Engine::new(2);
     e2.set_rules(vec![threshold_rule("a >= 1", 60, 600, 3600)]);
-    e2.restore(s.clone(), 2000);
+    e2.restore((*s).clone(), 2000);
     let u = run(&mut e2, &[attack("1.2.3.4", 3000)]);
     assert_eq!(u[0].kind, UpdateKind::Updated);
     assert_eq!(u[0].signal.id, s.id);

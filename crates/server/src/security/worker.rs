@@ -33,7 +33,7 @@ const COALESCE: Duration = Duration::from_millis(250);
 const MAX_PENDING: usize = 10_000;
 
 /// Signals with absorbed events not yet written: latest snapshot, first event's queue time.
-type Pending = HashMap<(u64, String), (Signal, Instant)>;
+type Pending = HashMap<(u64, String), (Arc<Signal>, Instant)>;
 
 pub(crate) fn run(
     shared: Arc<Shared>,
@@ -160,7 +160,7 @@ fn persist_and_act(
         e.2 = e.2.min(*at);
     }
     let now = Instant::now();
-    let mut rows: Vec<(u64, Signal, Instant, bool)> = Vec::new();
+    let mut rows: Vec<(u64, Arc<Signal>, Instant, bool)> = Vec::new();
     for ((org, id), (i, urgent, first_at)) in last {
         let u = &updates[i].1;
         if urgent {
@@ -187,7 +187,7 @@ fn persist_and_act(
     if rows.is_empty() {
         return;
     }
-    let refs: Vec<(u64, &Signal)> = rows.iter().map(|(o, s, _, _)| (*o, s)).collect();
+    let refs: Vec<(u64, &Signal)> = rows.iter().map(|(o, s, _, _)| (*o, &**s)).collect();
     let res = match shared.db.lock() {
         Ok(mut db) => db.put_signals(&refs),
         Err(e) => Err(e.to_string()),
