@@ -300,7 +300,8 @@ fn yaml_str(s: &str) -> String {
 }
 
 /// A CPU cgroup (cgroup v1 `cpu` controller) limiting its members to a share of one CPU with
-/// a short CFS period (10 ms), so a throttled receiver stalls for at most a few milliseconds.
+/// a short CFS period (10 ms; longer below a 10 % share, see [`cfs_period_and_quota`]), so a
+/// throttled receiver stalls for at most a few milliseconds.
 ///
 /// Why: on a 2-core machine one generator core cannot saturate a receiver that needs only a
 /// fraction of the other core, so "sustained" would measure the generator. Giving every
@@ -325,13 +326,25 @@ impl CpuCgroup {
         let dir = root.join(format!("warden-bench-{}", std::process::id()));
         fs::create_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
         let cg = CpuCgroup { dir };
-        let period: u64 = 10_000;
-        let quota = ((pct / 100.0) * period as f64).round().max(1000.0) as u64;
+        // 10 ms periods; below 10 % the period grows instead (the kernel's smallest useful
+        // quota is 1 ms), so the share asked for is the share applied: 5 % = 1 ms per 20 ms.
+        let (period, quota) = cfs_period_and_quota(pct);
         fs::write(cg.dir.join("cpu.cfs_period_us"), period.to_string())
             .context("setting cpu.cfs_period_us")?;
         fs::write(cg.dir.join("cpu.cfs_quota_us"), quota.to_string())
             .context("setting cpu.cfs_quota_us")?;
         Ok(cg)
+    }
+}
+
+/// `(cfs_period_us, cfs_quota_us)` for `pct` percent of one CPU: a 10 ms period, or for
+/// shares under 10 % a 1 ms quota over a longer period (at most 1 s, the kernel's limit).
+fn cfs_period_and_quota(pct: f64) -> (u64, u64) {
+    let share = pct / 100.0;
+    if share >= 0.1 {
+        (10_000, (share * 10_000.0).round() as u64)
+    } else {
+        ((1000.0 / share).round().min(1_000_000.0) as u64, 1000)
     }
 }
 
@@ -347,4 +360,18 @@ impl Drop for CpuCgroup {
 /// Removes the bench's scratch folder.
 pub(crate) fn cleanup(dir: &Path) {
     let _ = fs::remove_dir_all(dir);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cfs_period_and_quota;
+
+    #[test]
+    fn quota_below_ten_percent_lengthens_the_period() {
+        assert_eq!(cfs_period_and_quota(100.0), (10_000, 10_000));
+        assert_eq!(cfs_period_and_quota(25.0), (10_000, 2_500));
+        assert_eq!(cfs_period_and_quota(10.0), (10_000, 1_000));
+        assert_eq!(cfs_period_and_quota(5.0), (20_000, 1_000));
+        assert_eq!(cfs_period_and_quota(0.01), (1_000_000, 1_000));
+    }
 }
