@@ -182,8 +182,13 @@ impl Cache {
 /// `None` when there is no useful finite set. Parses exactly as `compile_regex` compiles.
 fn required_literals(src: &str, case_sensitive: bool, unicode: bool) -> Option<Vec<Vec<u8>>> {
     let pattern = re2_compat(src);
+    // A case-insensitive ASCII pattern is read case-sensitively: every case-insensitive match
+    // equals, up to ASCII case, a match of the pattern as written, so it contains one of its
+    // literals up to case, and the shared automaton matches ASCII case-insensitively. Reading
+    // it case-insensitively would turn each letter into a two-letter class and blow the
+    // extractor's limits on keyword lists. (Unicode patterns keep their case folding.)
     let hir = regex_syntax::ParserBuilder::new()
-        .case_insensitive(!case_sensitive)
+        .case_insensitive(!case_sensitive && unicode)
         .unicode(unicode)
         .utf8(false)
         .build()
@@ -389,7 +394,16 @@ mod tests {
         // Leading class repetition: no prefix; the suffix set is used instead.
         let l = required_literals(r"[a-z]+=(?:x|y)javascript", false, false).expect("suffix");
         assert!(
-            !l.is_empty() && l.iter().all(|x| b"yjavascript".ends_with(x)),
+            !l.is_empty() && l.iter().all(|x| x.ends_with(b"javascript")),
+            "{l:?}"
+        );
+        // A case-insensitive keyword list is read as written (each letter is not a class),
+        // so it stays within the extractor's limits; the automaton ignores ASCII case.
+        let words = "(?:information_schema|xp_cmdshell|sp_executesql|sysobjects|pg_sleep|\
+                     benchmark|waitfor|load_file|into_outfile|group_concat|extractvalue)";
+        let l = required_literals(&format!(r"\b{words}\s*\("), false, false).expect("list");
+        assert!(
+            l.iter().any(|x| x.starts_with(b"information_schema")),
             "{l:?}"
         );
         // Neither prefix nor suffix is finite, but a middle part is required.
