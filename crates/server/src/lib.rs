@@ -15,6 +15,8 @@
 //! * Plain hyper rather than a router framework: there are a handful of routes, and owning the
 //!   body-reading path is what makes the limits above exact.
 
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod intake;
 pub mod keys;
 pub mod tls;

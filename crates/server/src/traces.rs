@@ -493,7 +493,7 @@ pub(crate) fn flatten(s: &Span, tp: &TracerPayload, p: &AgentPayload) -> Securit
 // --- GET /api/v2/spans/events ------------------------------------------------------------
 
 /// A time bound: UNIX milliseconds, `now`, `now-<n><s|m|h|d>` or `-<n><s|m|h|d>`.
-fn parse_time(s: &str, now_ms: i64) -> Option<i64> {
+pub(crate) fn parse_time(s: &str, now_ms: i64) -> Option<i64> {
     let s = s.trim();
     if let Ok(ms) = s.parse::<i64>() {
         return Some(ms);
@@ -521,12 +521,12 @@ fn parse_time(s: &str, now_ms: i64) -> Option<i64> {
 
 /// One `key:value` term of `filter[query]` (`@attr:value`, `service:x`, `env:x`; a trailing
 /// `*` matches a prefix).
-struct Term {
+pub(crate) struct Term {
     key: String,
     value: String,
 }
 
-fn parse_query(q: &str) -> Result<Vec<Term>, ApiError> {
+pub(crate) fn parse_query(q: &str) -> Result<Vec<Term>, ApiError> {
     let mut out = Vec::new();
     for word in q.split_whitespace() {
         if word == "*" {

@@ -529,5 +529,37 @@ fn new_payload(meta: &TracerMeta, first: &TraceChunk) -> TracerPayload {
     }
 }
 
+/// Entry point for the fuzz targets in `fuzz/` (no stability promise): the intake's decode
+/// and chunking path without the HTTP layer around it.
+#[doc(hidden)]
+pub mod fuzzing {
+    use super::{TracerMeta, build_payloads, decode};
+    use warden_proto::trace::TracerPayload;
+
+    /// Decodes `body` as `/v0.5/traces` (`v05`) or `/v0.4/traces`, msgpack or `json`, and
+    /// groups the spans into tracer payloads; returns them and the span count, or the 400
+    /// message.
+    pub fn decode_and_chunk(
+        v05: bool,
+        json: bool,
+        body: &[u8],
+    ) -> Result<(Vec<TracerPayload>, usize), String> {
+        let version = if v05 {
+            decode::Version::V05
+        } else {
+            decode::Version::V04
+        };
+        let meta = TracerMeta {
+            lang: "fuzz".into(),
+            lang_version: String::new(),
+            tracer_version: String::new(),
+            container_id: String::new(),
+        };
+        decode::decode(version, json, body)
+            .map(|traces| build_payloads(traces, &meta))
+            .map_err(|e| e.to_string())
+    }
+}
+
 #[cfg(test)]
 mod tests;
