@@ -702,17 +702,34 @@ impl SearchParams {
         if text.is_empty() {
             return Ok(());
         }
+        if text.starts_with('[') || text.starts_with('"') {
+            return Err(ApiError::new(
+                400,
+                "request body: expected a JSON object ({\"filter\": {...}, \"page\": {...}, \"sort\": ...})",
+            ));
+        }
         if text.starts_with('{') {
             let v: Value = serde_json::from_str(text)
                 .map_err(|e| ApiError::new(400, format!("request body: invalid JSON: {e}")))?;
+            // Numbers only where a number makes sense (epoch ms bounds, the page size).
             let s = |v: &Value, what: &str| -> Result<Option<String>, ApiError> {
+                let numeric = matches!(what, "filter.from" | "filter.to" | "page.limit");
                 match v {
                     Value::Null => Ok(None),
                     Value::String(s) => Ok(Some(s.clone())),
-                    Value::Number(n) => Ok(Some(n.to_string())),
+                    Value::Number(n) if numeric => Ok(Some(n.to_string())),
+                    _ if numeric => Err(ApiError::new(
+                        400,
+                        format!("{what}: expected a number or a string"),
+                    )),
                     _ => Err(ApiError::new(400, format!("{what}: expected a string"))),
                 }
             };
+            for (obj, what) in [(&v["filter"], "filter"), (&v["page"], "page")] {
+                if !obj.is_null() && !obj.is_object() {
+                    return Err(ApiError::new(400, format!("{what}: expected an object")));
+                }
+            }
             if !v.is_object() {
                 return Err(ApiError::new(400, "request body: expected a JSON object"));
             }
@@ -736,6 +753,12 @@ impl SearchParams {
                 self.limit = Some(x);
             }
             return Ok(());
+        }
+        if !text.contains('=') {
+            return Err(ApiError::new(
+                400,
+                "request body: expected a JSON object or form fields (filter[query]=...)",
+            ));
         }
         for pair in text.split('&') {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));

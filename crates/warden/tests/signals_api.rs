@@ -601,3 +601,100 @@ async fn cli_lists_shows_acknowledges_and_resolves() {
     assert!(!ok);
     assert!(err.contains("position"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_input_is_a_4xx_naming_the_problem() {
+    let env = Env::start();
+    let get = |q: &'static [(&'static str, &'static str)]| env.call(Method::GET, SIGNALS, q, None);
+    for (q, needle) in [
+        (&[("page[limit]", "0")][..], "page[limit]"),
+        (&[("page[limit]", "1001")][..], "page[limit]"),
+        (&[("sort", "name")][..], "sort"),
+        (&[("page[cursor]", "not-a-cursor")][..], "page[cursor]"),
+        (&[("filter[to]", "now-1x")][..], "filter[to]"),
+        (
+            &[("filter[from]", "now"), ("filter[to]", "now-1h")][..],
+            "filter[from]",
+        ),
+        (&[("filter[query]", "env:")][..], "position 4"),
+        (&[("filter[query]", "\"unterminated")][..], "position 0"),
+    ] {
+        let (st, v) = get(q).await;
+        assert_eq!(st, 400, "{q:?}: {v}");
+        assert!(
+            v["errors"][0].as_str().unwrap().contains(needle),
+            "{q:?}: {v}"
+        );
+    }
+    let long = "a".repeat(10_000);
+    let (st, _) = env
+        .call(
+            Method::GET,
+            SIGNALS,
+            &[("filter[query]", long.as_str())],
+            None,
+        )
+        .await;
+    assert_eq!(st, 400);
+    for (path, method, body) in [
+        (format!("{SIGNALS}/search"), Method::POST, json!([])),
+        (
+            format!("{SIGNALS}/search"),
+            Method::POST,
+            json!({"filter": {"query": 5}}),
+        ),
+        (
+            format!("{SIGNALS}/x/state"),
+            Method::PATCH,
+            json!({"data": []}),
+        ),
+        (
+            format!("{SIGNALS}/x/state"),
+            Method::PATCH,
+            json!({"data": {"attributes": {"state": "archived", "archive_reason": "bored"}}}),
+        ),
+        (
+            format!("{SIGNALS}/x/assignee"),
+            Method::PATCH,
+            json!({"data": {"attributes": {"assignee": 7}}}),
+        ),
+        (
+            RULES.to_string(),
+            Method::POST,
+            json!({"name": 5, "queries": [], "cases": []}),
+        ),
+        (
+            RULES.to_string(),
+            Method::POST,
+            json!({"name": "x", "queries": [{"query": "a:b", "aggregation": "median"}], "cases": [{"status": "high", "condition": "a > 1"}]}),
+        ),
+        (
+            RULES.to_string(),
+            Method::POST,
+            json!({"name": "x", "queries": [{"query": "a:b"}], "cases": [{"status": "high", "condition": "a >"}]}),
+        ),
+        (
+            RULES.to_string(),
+            Method::POST,
+            json!({"name": "x", "queries": [{"query": "a:b"}], "cases": [{"status": "high", "condition": "a > 1", "actions": [{"type": "nuke"}]}]}),
+        ),
+    ] {
+        let (st, v) = env
+            .call(method.clone(), &path, &[], Some(body.clone()))
+            .await;
+        assert_eq!(st, 400, "{method} {path} {body}: {v}");
+        assert!(v["errors"][0].is_string(), "{v}");
+    }
+    // Not JSON at all.
+    let r = env
+        .http
+        .post(format!("{}{SIGNALS}/search", env.url()))
+        .header("DD-API-KEY", &env.api)
+        .header("DD-APPLICATION-KEY", &env.app)
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+    assert!(!env.server.log_text().contains("panicked"));
+}
