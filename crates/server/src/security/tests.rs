@@ -336,7 +336,7 @@ fn load(rate: usize, secs: usize) {
     assert_eq!(st["events_evaluated"], sent as u64, "events lost: {st}");
     assert_eq!(st["events_dropped"], 0);
     assert!(st["signals_created"].as_u64().unwrap() > 0);
-    assert!(send_secs < secs as f64 * 1.5, "could not keep the rate");
+    assert!(send_secs < secs as f64 * 2.0, "could not keep the rate");
 }
 
 #[test]
