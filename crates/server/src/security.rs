@@ -247,8 +247,6 @@ impl State {
     /// Feeds durably stored security events of `org` to the detection rules. Called by the
     /// trace intake after the events are persisted; never blocks (a full queue drops the
     /// batch and counts it).
-    // Called by the trace intake (#5); unused only in builds before it lands.
-    #[allow(dead_code)]
     pub(crate) fn ingest(&self, org: u64, events: &[warden_model::SecurityEvent]) {
         if events.is_empty() {
             return;
@@ -285,8 +283,6 @@ impl State {
     /// Sets a signal's triage state on behalf of `by` (the alerting module's signed ack link,
     /// the CLI through the API). Returns the updated signal, `None` when there is no such
     /// signal. Does not notify: callers that need a notification send it.
-    // Called by the alerting module's signed acknowledge link.
-    #[allow(dead_code)]
     pub(crate) fn set_state(
         &self,
         org: u64,
