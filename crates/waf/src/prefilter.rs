@@ -56,6 +56,23 @@ pub(crate) struct Group {
     pat_bits: Vec<Vec<u32>>,
     /// Number of 64-bit words of a result set.
     words: usize,
+    /// Where this group's result set sits inside a [`Combined`] result set, in words.
+    word_off: usize,
+    /// All groups' literals in one automaton (when there are several groups).
+    combined: Option<Arc<Combined>>,
+}
+
+/// Every group's literals in one automaton. A value that a group's transformer chain leaves
+/// unchanged (the common case on benign traffic: nothing to decode) is then scanned once for
+/// all such groups instead of once per group; a group's result set is its slice of the
+/// combined one. Same matching (standard semantics, ASCII case-insensitive, every overlapping
+/// occurrence), so each slice is exactly what the group's own automaton gives on those bytes.
+#[derive(Debug)]
+struct Combined {
+    ac: AhoCorasick,
+    /// For each pattern, the bits it sets in a combined result set (group offset + bit).
+    pat_bits: Vec<Vec<u32>>,
+    words: usize,
 }
 
 /// A target whose regex is prefiltered: its group and its bit in the group's result set.
@@ -71,6 +88,8 @@ pub(crate) struct Cache {
     index: FxHashMap<(u32, usize, usize), u32>,
     /// Union over every string below a container value: (group id, value address, source).
     roots: FxHashMap<(u32, usize, u8), u32>,
+    /// Combined result sets of untransformed strings: (string address, length) -> offset.
+    ident: FxHashMap<(usize, usize), u32>,
     bits: Vec<u64>,
 }
 
@@ -80,6 +99,7 @@ impl Cache {
         if !self.bits.is_empty() {
             self.index.clear();
             self.roots.clear();
+            self.ident.clear();
             self.bits.clear();
         }
     }
@@ -116,8 +136,7 @@ impl Cache {
             Some(&o) => o as usize,
             None => {
                 let v = value();
-                self.scan(pf, orig, &v);
-                self.bits.len() - g.words
+                self.scan_off(pf, orig, &v)
             }
         };
         for w in 0..g.words {
@@ -164,17 +183,46 @@ impl Cache {
     /// Scan `value` (the transformed `orig`, not looked up yet) for `pf`'s group, remember
     /// the result set, and return whether `pf`'s regex can match.
     pub(crate) fn scan(&mut self, pf: &TargetPrefilter, orig: &str, value: &[u8]) -> bool {
+        let off = self.scan_off(pf, orig, value);
+        self.bit(pf, off)
+    }
+
+    /// [`Cache::scan`], returning the offset of the group's result set.
+    fn scan_off(&mut self, pf: &TargetPrefilter, orig: &str, value: &[u8]) -> usize {
         let g = &*pf.group;
-        let off = self.bits.len();
-        self.bits.resize(off + g.words, 0);
-        for m in g.ac.find_overlapping_iter(value) {
-            for &b in &g.pat_bits[m.pattern().as_usize()] {
-                self.bits[off + (b / 64) as usize] |= 1u64 << (b % 64);
+        let key = (orig.as_ptr() as usize, orig.len());
+        let unchanged = value.as_ptr() == orig.as_ptr() && value.len() == orig.len();
+        let off = match &g.combined {
+            Some(c) if unchanged => {
+                let base = match self.ident.get(&key) {
+                    Some(&o) => o as usize,
+                    None => {
+                        let o = self.bits.len();
+                        self.bits.resize(o + c.words, 0);
+                        for m in c.ac.find_overlapping_iter(value) {
+                            for &b in &c.pat_bits[m.pattern().as_usize()] {
+                                self.bits[o + (b / 64) as usize] |= 1u64 << (b % 64);
+                            }
+                        }
+                        self.ident.insert(key, o as u32);
+                        o
+                    }
+                };
+                base + g.word_off
             }
-        }
-        self.index
-            .insert((g.id, orig.as_ptr() as usize, orig.len()), off as u32);
-        self.bits[off + (pf.bit / 64) as usize] & (1u64 << (pf.bit % 64)) != 0
+            _ => {
+                let off = self.bits.len();
+                self.bits.resize(off + g.words, 0);
+                for m in g.ac.find_overlapping_iter(value) {
+                    for &b in &g.pat_bits[m.pattern().as_usize()] {
+                        self.bits[off + (b / 64) as usize] |= 1u64 << (b % 64);
+                    }
+                }
+                off
+            }
+        };
+        self.index.insert((g.id, key.0, key.1), off as u32);
+        off
     }
 }
 
@@ -351,20 +399,53 @@ pub(crate) fn attach(rules: &mut [Rule]) {
             }
         }
     }
-    let mut groups: Vec<Option<Arc<Group>>> = Vec::with_capacity(chains.len());
-    for (id, (_, b)) in chains.into_iter().enumerate() {
-        let ac = AhoCorasickBuilder::new()
+    let automaton = |pats: &[Vec<u8>]| {
+        AhoCorasickBuilder::new()
             .match_kind(MatchKind::Standard)
             .ascii_case_insensitive(true)
             .kind(Some(AhoCorasickKind::DFA))
-            .build(&b.pats)
-            .ok();
-        groups.push(ac.map(|ac| {
+            .build(pats)
+            .ok()
+    };
+    // The combined automaton: every group's patterns, each setting its bits at the group's
+    // offset.
+    let mut word_offs = Vec::with_capacity(chains.len());
+    let mut combined = None;
+    if chains.len() > 1 {
+        let mut pats: Vec<Vec<u8>> = Vec::new();
+        let mut index: HashMap<&[u8], usize> = HashMap::new();
+        let mut pat_bits: Vec<Vec<u32>> = Vec::new();
+        let mut words = 0usize;
+        for (_, b) in &chains {
+            word_offs.push(words);
+            for (pat, bits) in b.pats.iter().zip(&b.pat_bits) {
+                let pi = *index.entry(pat.as_slice()).or_insert_with(|| {
+                    pats.push(pat.clone());
+                    pat_bits.push(Vec::new());
+                    pats.len() - 1
+                });
+                pat_bits[pi].extend(bits.iter().map(|x| (words * 64) as u32 + x));
+            }
+            words += b.bit_of.len().div_ceil(64);
+        }
+        combined = automaton(&pats).map(|ac| {
+            Arc::new(Combined {
+                ac,
+                pat_bits,
+                words,
+            })
+        });
+    }
+    let mut groups: Vec<Option<Arc<Group>>> = Vec::with_capacity(chains.len());
+    for (id, (_, b)) in chains.into_iter().enumerate() {
+        groups.push(automaton(&b.pats).map(|ac| {
             Arc::new(Group {
                 id: id as u32,
                 ac,
                 pat_bits: b.pat_bits,
                 words: b.bit_of.len().div_ceil(64),
+                word_off: word_offs.get(id).copied().unwrap_or(0),
+                combined: combined.clone(),
             })
         }));
     }
