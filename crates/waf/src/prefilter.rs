@@ -94,6 +94,17 @@ pub(crate) struct Cache {
 }
 
 impl Cache {
+    /// Room for a typical request on first use (a context is per request: without this the
+    /// maps rehash several times while they fill). Keeps its capacity across `clear`.
+    fn reserve(&mut self) {
+        if self.index.capacity() == 0 {
+            self.index.reserve(256);
+            self.roots.reserve(64);
+            self.ident.reserve(64);
+            self.bits.reserve(1024);
+        }
+    }
+
     /// Forget everything (the store changed, so string addresses may be reused).
     pub(crate) fn clear(&mut self) {
         if !self.bits.is_empty() {
@@ -118,6 +129,7 @@ impl Cache {
 
     /// Start a union for `pf`'s group; returns its offset for [`Cache::root_add`].
     pub(crate) fn root_begin(&mut self, pf: &TargetPrefilter) -> usize {
+        self.reserve();
         let off = self.bits.len();
         self.bits.resize(off + pf.group.words, 0);
         off
@@ -189,6 +201,7 @@ impl Cache {
 
     /// [`Cache::scan`], returning the offset of the group's result set.
     fn scan_off(&mut self, pf: &TargetPrefilter, orig: &str, value: &[u8]) -> usize {
+        self.reserve();
         let g = &*pf.group;
         let key = (orig.as_ptr() as usize, orig.len());
         let unchanged = value.as_ptr() == orig.as_ptr() && value.len() == orig.len();
