@@ -158,7 +158,7 @@ pub fn parse_time(value: &str, now_ms: i64) -> Result<i64, TimeError> {
         };
         return n
             .checked_mul(unit)
-            .map(|d| now_ms + sign * d)
+            .and_then(|d| now_ms.checked_add(sign * d))
             .ok_or_else(|| bad(value, "out of range"));
     }
     if s.bytes().all(|b| b.is_ascii_digit()) {
@@ -209,5 +209,17 @@ mod tests {
         assert!(parse_time("", now).is_err());
         let e = parse_time("yesterday", now).unwrap_err();
         assert!(e.to_string().contains("yesterday"));
+    }
+
+    /// Found by `fuzz/` (detection_search): an offset that fits i64 but moves `now` past it
+    /// overflowed (a panic in debug builds, a wrapped time in release).
+    #[test]
+    fn relative_time_past_the_i64_range_is_an_error() {
+        let now = 1_700_000_000_000;
+        let e = parse_time("now+9223372036854775s", now).unwrap_err();
+        assert!(e.to_string().contains("out of range"), "{e}");
+        assert!(parse_time("now-1h", i64::MIN).is_err());
+        assert!(parse_time("now+1s", i64::MAX).is_err());
+        assert_eq!(parse_time("now-1s", i64::MAX).unwrap(), i64::MAX - 1000);
     }
 }

@@ -516,7 +516,7 @@ pub(crate) fn parse_time(s: &str, now_ms: i64) -> Option<i64> {
         "d" => 86_400_000,
         _ => return None,
     };
-    Some(now_ms - n.checked_mul(mult)?)
+    now_ms.checked_sub(n.checked_mul(mult)?)
 }
 
 /// One `key:value` term of `filter[query]` (`@attr:value`, `service:x`, `env:x`; a trailing
@@ -792,6 +792,13 @@ mod tests {
         assert_eq!(parse_time("-30s", 90_000), Some(60_000));
         assert_eq!(parse_time("yesterday", 0), None);
         assert_eq!(parse_time("now-", 0), None);
+        // Found by `fuzz/` (server_trace_intake): a negative count moved `now` past i64::MAX
+        // (a panic in debug builds, a wrapped bound in release).
+        assert_eq!(
+            parse_time("now--9223372036854775s", 1_700_000_000_000),
+            None
+        );
+        assert_eq!(parse_time("-15m", i64::MIN), None);
         assert_eq!(iso8601(0), "1970-01-01T00:00:00.000Z");
         assert_eq!(iso8601(1_700_000_000_123), "2023-11-14T22:13:20.123Z");
         let e = SecurityEvent {
