@@ -236,9 +236,22 @@ impl UserCheck {
         if let Some(dir) = self.path.parent() {
             cmd.current_dir(dir);
         }
-        let mut child = match cmd.spawn() {
-            Ok(c) => c,
-            Err(e) => return Ended::Failed(format!("cannot start {}: {e}", self.path.display())),
+        // ETXTBSY: the script was just written and some other fork of this process (any
+        // thread spawning anything) still holds a write descriptor to it until its exec. The
+        // window is microseconds wide, so a few short retries close it; a script that stays
+        // busy is reported like any other start failure.
+        let mut busy_retries = 0;
+        let mut child = loop {
+            match cmd.spawn() {
+                Ok(c) => break c,
+                Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && busy_retries < 5 => {
+                    busy_retries += 1;
+                    tokio::time::sleep(Duration::from_millis(10 * busy_retries)).await;
+                }
+                Err(e) => {
+                    return Ended::Failed(format!("cannot start {}: {e}", self.path.display()));
+                }
+            }
         };
         let _guard = GroupGuard(child.id());
         let stdout = child.stdout.take();
