@@ -248,6 +248,12 @@ pub(crate) struct State {
     path_buf: Vec<Seg<'static>>,
     /// Regex prefilter results for this request's strings (cleared when the store changes).
     pf_cache: crate::prefilter::Cache,
+    /// Store generation when the last complete pass over the rules ended: a value with a
+    /// higher generation is new to the rules.
+    rules_seen_gen: u64,
+    /// The last pass over the rules stopped early (a blocking verdict or the deadline), so
+    /// some rules may not have seen the current values: the next pass visits every rule.
+    rules_partial: bool,
 }
 
 /// Reuse a key-path buffer's allocation under another lifetime: the vector is emptied, and
@@ -962,15 +968,30 @@ fn eval_filters(rs: &Ruleset, st: &mut State, timer: &mut Timer) -> Result<(), T
     Ok(())
 }
 
+/// `seen`: when the previous pass over the rules was complete, the store generation it saw.
+/// A rule none of whose addresses has a newer value is not visited: every target it has was
+/// inspected at its current generation (or its conditions stopped before them on values
+/// that have not changed either), so visiting it would find nothing new. This is what keeps
+/// the response-phase and RASP evaluations from walking every request rule again.
 fn eval_rule(
     rs: &Ruleset,
     st: &mut State,
     ri: usize,
     timer: &mut Timer,
+    seen: Option<u64>,
 ) -> Result<Option<Pending>, Timeout> {
     let r: &Rule = &rs.rules[ri];
     if st.rule_done[ri] || !r.enabled {
         return Ok(None);
+    }
+    if let Some(g) = seen {
+        let store = &st.store;
+        let fresh = rs.rule_addrs[ri]
+            .iter()
+            .any(|&a| store[a].as_ref().is_some_and(|s| s.generation > g));
+        if !fresh {
+            return Ok(None);
+        }
     }
     let mut action_override = None;
     match st.rule_excl.get(&ri) {
@@ -1036,12 +1057,37 @@ fn eval_rules(
         count: 0,
         expired: false,
     };
+    // Assume an early exit until the pass completes (timeouts unwind through `?`).
+    let seen = if st.rules_partial {
+        None
+    } else {
+        Some(st.rules_seen_gen)
+    };
+    st.rules_partial = true;
+    let gen_at_start = st.generation;
+    let r = eval_modules(rs, st, timer, &mut never, seen, out);
+    if let Ok(true) = r {
+        st.rules_partial = false;
+        st.rules_seen_gen = gen_at_start;
+    }
+    r.map(|_| ())
+}
+
+/// The passes of [`eval_rules`]; `Ok(true)` when every module was visited to its end.
+fn eval_modules(
+    rs: &Ruleset,
+    st: &mut State,
+    timer: &mut Timer,
+    never: &mut Timer,
+    seen: Option<u64>,
+    out: &mut Vec<Pending>,
+) -> Result<bool, Timeout> {
     for m in &rs.modules {
-        let t: &mut Timer = if m.expiring { &mut *timer } else { &mut never };
+        let t: &mut Timer = if m.expiring { &mut *timer } else { &mut *never };
         if m.collections.is_empty() {
             let mut blocked = false;
             for ri in m.start..m.end {
-                if let Some(p) = eval_rule(rs, st, ri, t)? {
+                if let Some(p) = eval_rule(rs, st, ri, t, seen)? {
                     let v = effective_verdict(rs, &rs.rules[ri], &p.action_override);
                     out.push(p);
                     if v == Verdict::Block {
@@ -1051,7 +1097,7 @@ fn eval_rules(
                 }
             }
             if blocked {
-                return Ok(());
+                return Ok(false);
             }
         } else {
             for &(cid, cverdict, s, e) in &m.collections {
@@ -1059,14 +1105,14 @@ fn eval_rules(
                     continue;
                 }
                 for ri in s..e {
-                    if let Some(p) = eval_rule(rs, st, ri, t)? {
+                    if let Some(p) = eval_rule(rs, st, ri, t, seen)? {
                         let v = effective_verdict(rs, &rs.rules[ri], &p.action_override);
                         if v > st.coll_verdict[cid] {
                             st.coll_verdict[cid] = v;
                         }
                         out.push(p);
                         if v == Verdict::Block {
-                            return Ok(());
+                            return Ok(false);
                         }
                         break;
                     }
@@ -1074,7 +1120,7 @@ fn eval_rules(
             }
         }
     }
-    Ok(())
+    Ok(true)
 }
 
 // ------------------------------------------------------------------ processors

@@ -107,6 +107,10 @@ pub struct Ruleset {
     pub(crate) n_target_slots: usize,
     pub(crate) n_cond_slots: usize,
     pub(crate) version: Option<String>,
+    /// Per rule, the addresses (indexes) any of its conditions reads: a rule none of whose
+    /// addresses got a value since the last complete pass cannot change its result and is
+    /// not visited (see `context::eval_rule`).
+    pub(crate) rule_addrs: Vec<Box<[usize]>>,
 }
 
 impl Ruleset {
@@ -595,7 +599,9 @@ impl Compiler {
         }
 
         crate::prefilter::attach(&mut rules);
+        let rule_addrs = rules.iter().map(rule_addresses).collect();
         Ruleset {
+            rule_addrs,
             n_collections: coll_ids.len(),
             addresses: self.addresses,
             addr_index: self.addr_index,
@@ -612,6 +618,24 @@ impl Compiler {
             version,
         }
     }
+}
+
+/// The addresses read by any condition of `r` (deduplicated).
+fn rule_addresses(r: &Rule) -> Box<[usize]> {
+    use crate::config::Condition;
+    let mut out: Vec<usize> = Vec::new();
+    for c in &r.conditions {
+        let targets: Vec<&crate::config::Target> = match c {
+            Condition::Scalar { targets, .. } | Condition::Exists { targets, .. } => {
+                targets.iter().collect()
+            }
+            Condition::Detector(_, args) => args.iter().flat_map(|(_, t)| t.iter()).collect(),
+        };
+        out.extend(targets.iter().map(|t| t.addr));
+    }
+    out.sort_unstable();
+    out.dedup();
+    out.into_boxed_slice()
 }
 
 /// Order of rules inside a waf-module collection as libddwaf 2.1.0 evaluates them for the
