@@ -302,22 +302,26 @@ pub fn webhook_body(
 
 /// Checks a payload template: with every `$VARIABLE` replaced by a value full of quotes and
 /// backslashes (or a number for the numeric ones), it must still be JSON (and an object for
-/// form encoding). Returns the error to show the API caller.
+/// form encoding); and again with every value a JSON number, since a value that is itself
+/// JSON goes in unquoted outside a string (`{$EVENT_MSG: 1}` passes the first check, but is
+/// not JSON when the message is `5`). Returns the error to show the API caller.
 pub fn validate_template(template: &str, enc: Encoding) -> Result<(), String> {
-    let mut vars = BTreeMap::new();
-    for n in WEBHOOK_VARIABLES {
-        let v = if NUMERIC_VARIABLES.contains(n) {
-            "1700000000000"
-        } else {
-            "q\"uo\\te\n"
-        };
-        vars.insert((*n).to_owned(), v.to_owned());
-    }
-    let rendered = substitute(template, &vars, true);
-    let v: Value =
-        serde_json::from_str(&rendered).map_err(|e| format!("payload is not valid JSON: {e}"))?;
-    if enc == Encoding::Form && !v.is_object() {
-        return Err("payload must be a JSON object when encode_as is form".into());
+    for hostile in ["q\"uo\\te\n", "1"] {
+        let mut vars = BTreeMap::new();
+        for n in WEBHOOK_VARIABLES {
+            let v = if NUMERIC_VARIABLES.contains(n) {
+                "1700000000000"
+            } else {
+                hostile
+            };
+            vars.insert((*n).to_owned(), v.to_owned());
+        }
+        let rendered = substitute(template, &vars, true);
+        let v: Value = serde_json::from_str(&rendered)
+            .map_err(|e| format!("payload is not valid JSON: {e}"))?;
+        if enc == Encoding::Form && !v.is_object() {
+            return Err("payload must be a JSON object when encode_as is form".into());
+        }
     }
     Ok(())
 }
@@ -459,6 +463,22 @@ mod tests {
         let r = pagerduty_event(key, PdAction::Resolve, "monitor-1", Some(&t));
         assert!(r.get("payload").is_none());
         assert_eq!(r["dedup_key"], "monitor-1");
+    }
+
+    /// Found by `fuzz/` (alerting_templates): a variable in key position passed validation (its
+    /// test value is a string) but renders invalid JSON once the real value is itself JSON.
+    #[test]
+    fn validated_template_stays_json_when_a_value_is_json() {
+        let t = r#"{$EVENT_MSG: 1}"#;
+        let mut vars = BTreeMap::new();
+        vars.insert("EVENT_MSG".to_string(), "5".to_string());
+        assert!(serde_json::from_str::<Value>(&substitute(t, &vars, true)).is_err());
+        assert!(validate_template(t, Encoding::Json).is_err());
+        // Value positions still accept a bare variable.
+        let ok = r#"{"a": $EVENT_MSG, "b": [$SECURITY_SIGNAL_ATTRIBUTES], "d": $DATE}"#;
+        assert!(validate_template(ok, Encoding::Json).is_ok());
+        assert!(validate_template(ok, Encoding::Form).is_ok());
+        assert!(validate_template(DEFAULT_WEBHOOK_PAYLOAD, Encoding::Json).is_ok());
     }
 
     #[test]
