@@ -355,6 +355,10 @@ impl App {
             .env("PORT", "0")
             // No trace shipping unless a test asks for it (and then to its own receiver).
             .env("WARDEN_APPSEC_TRACE", "false")
+            // These tests check verdicts, not speed: the example is a debug build on a shared
+            // CI machine, where the default 5 ms WAF budget can run out on a large CRS request
+            // and turn a request-phase block into a response-phase one. (A test may override.)
+            .env("WARDEN_APPSEC_WAF_TIMEOUT_US", "2000000")
             .stdout(Stdio::piped())
             .stderr(Stdio::null());
         for (k, v) in env {
