@@ -154,6 +154,8 @@ async fn attack_signal_pages_escalates_and_is_acknowledged_and_resolved() {
         ("WARDEN_APPSEC_ENABLED", "true"),
         ("WARDEN_APPSEC_RULES", rules.as_str()),
         ("WARDEN_APPSEC_MODE", "monitor"),
+        // Debug build on a loaded CI box: the 5 ms default budget could drop events.
+        ("WARDEN_APPSEC_WAF_TIMEOUT_US", "2000000"),
         ("WARDEN_APPSEC_TRACE", "true"),
         ("DD_TRACE_AGENT_URL", agent_url.as_str()),
         ("DD_SERVICE", "protected-app"),

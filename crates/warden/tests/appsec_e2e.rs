@@ -190,6 +190,8 @@ async fn attacks_and_credential_stuffing_reach_the_server() {
         ("WARDEN_APPSEC_ENABLED", "true"),
         ("WARDEN_APPSEC_RULES", rules.as_str()),
         ("WARDEN_APPSEC_MODE", "monitor"),
+        // Debug build on a loaded CI box: the 5 ms default budget could drop events.
+        ("WARDEN_APPSEC_WAF_TIMEOUT_US", "2000000"),
         ("WARDEN_APPSEC_TRUSTED_PROXIES", "127.0.0.1"),
         ("WARDEN_APPSEC_TRACE", "true"),
         ("DD_TRACE_AGENT_URL", agent.as_str()),
@@ -357,6 +359,8 @@ async fn denylist_from_the_server_blocks_without_restart() {
     let app = common::App::start(&[
         ("WARDEN_APPSEC_ENABLED", "true"),
         ("WARDEN_APPSEC_MODE", "monitor"),
+        // Debug build on a loaded CI box: the 5 ms default budget could drop events.
+        ("WARDEN_APPSEC_WAF_TIMEOUT_US", "2000000"),
         ("WARDEN_APPSEC_TRUSTED_PROXIES", "127.0.0.1"),
         ("WARDEN_APPSEC_TRACE", "true"),
         ("DD_TRACE_AGENT_URL", agent.as_str()),

@@ -134,6 +134,8 @@ async fn attacks_on_protected_app_gate_ci_with_curl_and_jq() {
         ("WARDEN_APPSEC_ENABLED", "true"),
         ("WARDEN_APPSEC_RULES", rules.as_str()),
         ("WARDEN_APPSEC_MODE", "monitor"),
+        // Debug build on a loaded CI box: the 5 ms default budget could drop events.
+        ("WARDEN_APPSEC_WAF_TIMEOUT_US", "2000000"),
         ("WARDEN_APPSEC_TRUSTED_PROXIES", "127.0.0.1"),
         ("WARDEN_APPSEC_TRACE", "true"),
         ("DD_TRACE_AGENT_URL", agent_url.as_str()),
