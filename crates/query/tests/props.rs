@@ -218,7 +218,11 @@ proptest! {
         let q = parse(&format!("avg:m{{{tag},!{other}:x}}")).expect("parse");
         let f = &q.queries()[0].filter;
         let excluded = vec![tag.clone(), format!("{other}:x")];
-        prop_assert!(f.matches(tags));
+        // `{i:x,!i:x}` matches nothing, rightly: only assert a match when the exclusion is
+        // a different tag.
+        if format!("{other}:x") != tag {
+            prop_assert!(f.matches(tags));
+        }
         prop_assert!(!f.matches(&excluded));
     }
 }
