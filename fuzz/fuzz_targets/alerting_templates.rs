@@ -43,6 +43,14 @@ fuzz_target!(|data: &[u8]| {
         for n in payload::WEBHOOK_VARIABLES {
             vars.entry((*n).to_string()).or_insert_with(|| "x".into());
         }
+        // The contract: numeric variables (dates, ids) are always unsigned integers.
+        for n in payload::NUMERIC_VARIABLES {
+            if let Some(v) = vars.get_mut(*n)
+                && (v.is_empty() || v.starts_with('0') || !v.bytes().all(|b| b.is_ascii_digit()))
+            {
+                *v = "1700000000000".into();
+            }
+        }
         let out = payload::substitute(tpl, &vars, true);
         if serde_json::from_str::<serde_json::Value>(tpl).is_ok() {
             assert!(
