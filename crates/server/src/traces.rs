@@ -507,7 +507,8 @@ pub(crate) fn parse_time(s: &str, now_ms: i64) -> Option<i64> {
         return Some(now_ms);
     }
     let rest = rest.strip_prefix('-')?;
-    let (num, unit) = rest.split_at(rest.len().checked_sub(1)?);
+    // The unit is the last character (not byte: the value comes from the query string).
+    let (num, unit) = rest.split_at(rest.char_indices().last()?.0);
     let n: i64 = num.parse().ok()?;
     let mult = match unit {
         "s" => 1_000,
@@ -799,6 +800,10 @@ mod tests {
             None
         );
         assert_eq!(parse_time("-15m", i64::MIN), None);
+        // Found by `fuzz/` (server_trace_intake): a multi-byte last character was split
+        // inside (a panic on `filter[from]=now-5é`).
+        assert_eq!(parse_time("now-5\u{597}", 1_700_000_000_000), None);
+        assert_eq!(parse_time("-\u{e9}", 0), None);
         assert_eq!(iso8601(0), "1970-01-01T00:00:00.000Z");
         assert_eq!(iso8601(1_700_000_000_123), "2023-11-14T22:13:20.123Z");
         let e = SecurityEvent {
