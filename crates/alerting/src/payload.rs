@@ -203,7 +203,11 @@ pub fn substitute(template: &str, vars: &BTreeMap<String, String>, json: bool) -
         let mut found = None;
         // `$TAGS[key]`.
         if after.starts_with("TAGS[") {
-            if let Some(close) = after.find(']') {
+            // A tag key has no quotes, backslashes or spaces: `$TAGS[a": "b]` is not one (it
+            // would swallow the string's closing quote).
+            if let Some(close) = after.find(']').filter(|&c| {
+                !after[5..c].contains(|ch: char| ch == '"' || ch == '\\' || ch.is_whitespace())
+            }) {
                 let key = &after[5..close];
                 let tags = vars.get("TAGS").map(String::as_str).unwrap_or("");
                 let val = tags
@@ -479,6 +483,17 @@ mod tests {
         assert!(validate_template(ok, Encoding::Json).is_ok());
         assert!(validate_template(ok, Encoding::Form).is_ok());
         assert!(validate_template(DEFAULT_WEBHOOK_PAYLOAD, Encoding::Json).is_ok());
+        // Found by `fuzz/`: a `$TAGS[` whose `]` lies past the string's closing quote.
+        let t = r#"{"a$TAGS[x": "$TAGS[env]"}"#;
+        let mut vars = BTreeMap::new();
+        vars.insert("TAGS".to_string(), "env:prod".to_string());
+        let out = substitute(t, &vars, true);
+        let v: Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(
+            v.as_object().unwrap().values().next().unwrap(),
+            "prod",
+            "{out}"
+        );
     }
 
     #[test]
