@@ -496,50 +496,79 @@ pub(crate) fn parse_time(s: &str, now: i64) -> anyhow::Result<i64> {
     Ok(now - n * mult)
 }
 
+/// A client for the server's read API: URL, keys and CA from the flags, else from the data
+/// directory's `credentials.json` (what `warden up` wrote). Used by `warden query` and
+/// `warden signals`.
+pub(crate) struct ServerAccess {
+    pub(crate) client: reqwest::Client,
+    /// Without a trailing `/`.
+    pub(crate) url: String,
+    pub(crate) api_key: String,
+    pub(crate) app_key: String,
+}
+
+impl ServerAccess {
+    pub(crate) fn resolve(
+        data_dir: Option<PathBuf>,
+        url: Option<String>,
+        api_key: Option<String>,
+        app_key: Option<String>,
+        ca_file: Option<PathBuf>,
+    ) -> anyhow::Result<ServerAccess> {
+        let data_dir = data_dir.unwrap_or_else(default_data_dir);
+        let creds: Option<Credentials> = std::fs::read_to_string(data_dir.join("credentials.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok());
+        let url = url
+            .or_else(|| creds.as_ref().map(|c| c.url.clone()))
+            .context("no --url and no credentials.json (run `warden up` or pass --url)")?;
+        let api_key = api_key
+            .or_else(|| creds.as_ref().map(|c| c.api_key.clone()))
+            .context("no --api-key (or DD_API_KEY) and no credentials.json")?;
+        let app_key = app_key
+            .or_else(|| creds.as_ref().map(|c| c.app_key.clone()))
+            .context("no --app-key (or DD_APP_KEY) and no credentials.json")?;
+        let ca = ca_file.or_else(|| creds.as_ref().and_then(|c| c.ca_file.clone()));
+        let mut builder = reqwest::Client::builder()
+            .use_rustls_tls()
+            .https_only(url.starts_with("https://"))
+            .timeout(std::time::Duration::from_secs(60));
+        if let Some(ca) = &ca {
+            let pem = std::fs::read(ca).with_context(|| format!("reading {}", ca.display()))?;
+            builder = builder.add_root_certificate(reqwest::Certificate::from_pem(&pem)?);
+        }
+        Ok(ServerAccess {
+            client: builder.build()?,
+            url: url.trim_end_matches('/').to_string(),
+            api_key,
+            app_key,
+        })
+    }
+}
+
 /// `warden query`.
 pub(crate) fn query(a: QueryArgs) -> anyhow::Result<ExitCode> {
-    let data_dir = a.data_dir.clone().unwrap_or_else(default_data_dir);
-    let cred_path = data_dir.join("credentials.json");
-    let creds: Option<Credentials> = std::fs::read_to_string(&cred_path)
-        .ok()
-        .and_then(|t| serde_json::from_str(&t).ok());
-    let url = a
-        .url
-        .clone()
-        .or_else(|| creds.as_ref().map(|c| c.url.clone()))
-        .context("no --url and no credentials.json (run `warden up` or pass --url)")?;
-    let api_key = a
-        .api_key
-        .clone()
-        .or_else(|| creds.as_ref().map(|c| c.api_key.clone()))
-        .context("no --api-key (or DD_API_KEY) and no credentials.json")?;
-    let app_key = a
-        .app_key
-        .clone()
-        .or_else(|| creds.as_ref().map(|c| c.app_key.clone()))
-        .context("no --app-key (or DD_APP_KEY) and no credentials.json")?;
-    let ca = a
-        .ca_file
-        .clone()
-        .or_else(|| creds.as_ref().and_then(|c| c.ca_file.clone()));
+    let ServerAccess {
+        client,
+        url,
+        api_key,
+        app_key,
+    } = ServerAccess::resolve(
+        a.data_dir.clone(),
+        a.url.clone(),
+        a.api_key.clone(),
+        a.app_key.clone(),
+        a.ca_file.clone(),
+    )?;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?
         .as_secs() as i64;
     let from = parse_time(&a.from, now)?;
     let to = parse_time(&a.to, now)?;
-    let mut builder = reqwest::Client::builder()
-        .use_rustls_tls()
-        .https_only(url.starts_with("https://"))
-        .timeout(std::time::Duration::from_secs(60));
-    if let Some(ca) = &ca {
-        let pem = std::fs::read(ca).with_context(|| format!("reading {}", ca.display()))?;
-        builder = builder.add_root_certificate(reqwest::Certificate::from_pem(&pem)?);
-    }
-    let client = builder.build()?;
     let rt = runtime()?;
     let (status, body) = rt.block_on(async {
         let resp = client
-            .get(format!("{}/api/v1/query", url.trim_end_matches('/')))
+            .get(format!("{url}/api/v1/query"))
             .query(&[
                 ("from", from.to_string()),
                 ("to", to.to_string()),

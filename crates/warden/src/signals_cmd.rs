@@ -11,7 +11,7 @@ use anyhow::Context;
 use clap::{Args, Subcommand};
 use serde_json::{Value, json};
 
-use crate::server_cmd::{Credentials, default_data_dir};
+use crate::server_cmd::ServerAccess;
 
 #[derive(Args, Debug)]
 pub(crate) struct SignalsArgs {
@@ -77,42 +77,18 @@ struct Api {
 
 impl Api {
     fn from_args(a: &SignalsArgs) -> anyhow::Result<Api> {
-        let data_dir = a.data_dir.clone().unwrap_or_else(default_data_dir);
-        let creds: Option<Credentials> = std::fs::read_to_string(data_dir.join("credentials.json"))
-            .ok()
-            .and_then(|t| serde_json::from_str(&t).ok());
-        let url = a
-            .url
-            .clone()
-            .or_else(|| creds.as_ref().map(|c| c.url.clone()))
-            .context("no --url and no credentials.json (run `warden up` or pass --url)")?;
-        let api_key = a
-            .api_key
-            .clone()
-            .or_else(|| creds.as_ref().map(|c| c.api_key.clone()))
-            .context("no --api-key (or DD_API_KEY) and no credentials.json")?;
-        let app_key = a
-            .app_key
-            .clone()
-            .or_else(|| creds.as_ref().map(|c| c.app_key.clone()))
-            .context("no --app-key (or DD_APP_KEY) and no credentials.json")?;
-        let ca = a
-            .ca_file
-            .clone()
-            .or_else(|| creds.as_ref().and_then(|c| c.ca_file.clone()));
-        let mut builder = reqwest::Client::builder()
-            .use_rustls_tls()
-            .https_only(url.starts_with("https://"))
-            .timeout(std::time::Duration::from_secs(60));
-        if let Some(ca) = &ca {
-            let pem = std::fs::read(ca).with_context(|| format!("reading {}", ca.display()))?;
-            builder = builder.add_root_certificate(reqwest::Certificate::from_pem(&pem)?);
-        }
+        let s = ServerAccess::resolve(
+            a.data_dir.clone(),
+            a.url.clone(),
+            a.api_key.clone(),
+            a.app_key.clone(),
+            a.ca_file.clone(),
+        )?;
         Ok(Api {
-            client: builder.build()?,
-            url: url.trim_end_matches('/').to_string(),
-            api_key,
-            app_key,
+            client: s.client,
+            url: s.url,
+            api_key: s.api_key,
+            app_key: s.app_key,
         })
     }
 
