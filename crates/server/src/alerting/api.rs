@@ -697,271 +697,284 @@ fn seal(
         })
 }
 
-async fn webhooks(state: &App, org: u64, m: Method, name: Option<&str>, req: Req) -> Resp {
-    const KIND: &str = "webhook";
+/// How one channel kind is named in answers and errors.
+struct ChannelNames {
+    /// "use POST on the collection, PUT on a <item>".
+    item: &'static str,
+    /// "<what> not found".
+    what: &'static str,
+    /// The list answer: a bare array (Datadog's webhooks) or `{"<key>": [...]}`.
+    list_key: Option<&'static str>,
+}
+
+enum ChannelOp {
+    /// Answered: a list, a get or a delete.
+    Done(Response<Full<Bytes>>),
+    /// A write for the kind's own handler: POST on the collection (`None`) or PUT on the
+    /// channel named in the path.
+    Write(Option<String>),
+}
+
+/// What every channel kind shares: list, get and delete of the public (masked) documents,
+/// and which method goes where. Writes differ per kind (fields, secrets) and stay with it.
+async fn channel_common(
+    state: &App,
+    org: u64,
+    kind: &'static str,
+    m: Method,
+    name: Option<&str>,
+    names: ChannelNames,
+) -> Result<ChannelOp, ApiError> {
     let name = name.map(str::to_owned);
-    match (m, name) {
+    let answer = match (m, name) {
         (Method::GET, None) => {
             let rows = with_db(state, move |_, c| {
-                db::channel_list(c, org, KIND).map_err(dberr)
+                db::channel_list(c, org, kind).map_err(dberr)
             })
             .await?;
-            ok(Value::Array(rows.into_iter().map(|r| r.public).collect()))
+            let list = Value::Array(rows.into_iter().map(|r| r.public).collect());
+            match names.list_key {
+                Some(k) => json!({ k: list }),
+                None => list,
+            }
         }
         (Method::GET, Some(n)) => {
-            let r = with_db(state, move |_, c| {
-                db::channel_get(c, org, KIND, &n).map_err(dberr)
+            with_db(state, move |_, c| {
+                db::channel_get(c, org, kind, &n).map_err(dberr)
             })
             .await?
-            .ok_or_else(|| not_found("Webhook"))?;
-            ok(r.public)
+            .ok_or_else(|| not_found(names.what))?
+            .public
         }
         (Method::DELETE, Some(n)) => {
             let gone = with_db(state, move |_, c| {
-                db::channel_delete(c, org, KIND, &n).map_err(dberr)
+                db::channel_delete(c, org, kind, &n).map_err(dberr)
             })
             .await?;
             if !gone {
-                return Err(not_found("Webhook"));
+                return Err(not_found(names.what));
             }
-            ok(json!({}))
+            json!({})
         }
         (m @ (Method::POST | Method::PUT), path_name) => {
             if (m == Method::POST) != path_name.is_none() {
                 return Err(ApiError::new(
                     405,
-                    "use POST on the collection, PUT on a webhook",
+                    format!("use POST on the collection, PUT on a {}", names.item),
                 ));
             }
-            let body = body_json(req).await?;
-            with_db(state, move |inner, c| {
-                let old = match &path_name {
-                    Some(n) => Some(
-                        db::channel_get(c, org, KIND, n)
-                            .map_err(dberr)?
-                            .ok_or_else(|| not_found("Webhook"))?,
-                    ),
-                    None => None,
-                };
-                let old_secret = old.as_ref().map(|r| {
-                    inner
-                        .store
-                        .open_record(&db::channel_aad(org, KIND, &r.name), &r.sealed)
-                        .ok()
-                        .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
-                        .unwrap_or(Value::Null)
-                });
-                let name = match (&path_name, str_field(&body, "name")?) {
-                    (Some(p), Some(b)) if p != b => {
-                        return Err(bad("name in the body differs from the webhook in the path"));
-                    }
-                    (Some(p), _) => p.clone(),
-                    (None, Some(b)) => b.to_owned(),
-                    (None, None) => return Err(bad("missing required field \"name\"")),
-                };
-                check_name("name", &name)?;
-                if path_name.is_none() && db::channel_get(c, org, KIND, &name).map_err(dberr)?.is_some() {
-                    return Err(ApiError::new(409, format!("webhook {name:?} already exists")));
-                }
-                let url = match (str_field(&body, "url")?, &old_secret) {
-                    (Some(u), _) => u.to_owned(),
-                    (None, Some(s)) => s["url"].as_str().unwrap_or_default().to_owned(),
-                    (None, None) => return Err(bad("missing required field \"url\"")),
-                };
-                let parsed = check_url("url", &url)?;
-                let encode_as = match str_field(&body, "encode_as")? {
-                    Some(e @ ("json" | "form")) => e.to_owned(),
-                    Some(other) => {
-                        return Err(bad(format!("encode_as must be \"json\" or \"form\", got {other:?}")));
-                    }
-                    None => old
-                        .as_ref()
-                        .and_then(|r| r.public["encode_as"].as_str().map(str::to_owned))
-                        .unwrap_or_else(|| "json".into()),
-                };
-                let enc = if encode_as == "form" { Encoding::Form } else { Encoding::Json };
-                let payload = if body.get("payload").is_some() {
-                    str_field(&body, "payload")?.map(str::to_owned)
-                } else {
-                    old.as_ref().and_then(|r| r.public["payload"].as_str().map(str::to_owned))
-                };
-                if let Some(p) = &payload {
-                    validate_template(p, enc).map_err(|e| bad(format!("payload: {e}")))?;
-                }
-                let headers: Value = if body.get("custom_headers").is_some() {
-                    match str_field(&body, "custom_headers")? {
-                        None => Value::Null,
-                        Some(h) if h.trim().is_empty() => Value::Null,
-                        Some(h) => {
-                            let v: Value = serde_json::from_str(h).map_err(|e| {
-                                bad(format!("custom_headers must be a JSON object in a string: {e}"))
-                            })?;
-                            let o = v.as_object().ok_or_else(|| {
-                                bad("custom_headers must be a JSON object of header names to string values")
-                            })?;
-                            for (k, v) in o {
-                                if hyper::header::HeaderName::from_bytes(k.as_bytes()).is_err() {
-                                    return Err(bad(format!("custom_headers: {k:?} is not a valid header name")));
-                                }
-                                let Some(s) = v.as_str() else {
-                                    return Err(bad(format!("custom_headers: the value of {k:?} must be a string")));
-                                };
-                                if HeaderValue::from_str(s).is_err() {
-                                    return Err(bad(format!("custom_headers: the value of {k:?} is not a valid header value")));
-                                }
-                            }
-                            v
+            return Ok(ChannelOp::Write(path_name));
+        }
+        _ => return Err(ApiError::new(405, "method not allowed")),
+    };
+    Ok(ChannelOp::Done(json_response(200, &answer)))
+}
+
+async fn webhooks(state: &App, org: u64, m: Method, name: Option<&str>, req: Req) -> Resp {
+    const KIND: &str = "webhook";
+    let names = ChannelNames {
+        item: "webhook",
+        what: "Webhook",
+        list_key: None,
+    };
+    let path_name = match channel_common(state, org, KIND, m, name, names).await? {
+        ChannelOp::Done(r) => return Ok(r),
+        ChannelOp::Write(path_name) => path_name,
+    };
+    let body = body_json(req).await?;
+    with_db(state, move |inner, c| {
+        let old = match &path_name {
+            Some(n) => Some(
+                db::channel_get(c, org, KIND, n)
+                    .map_err(dberr)?
+                    .ok_or_else(|| not_found("Webhook"))?,
+            ),
+            None => None,
+        };
+        let old_secret = old.as_ref().map(|r| {
+            inner
+                .store
+                .open_record(&db::channel_aad(org, KIND, &r.name), &r.sealed)
+                .ok()
+                .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+                .unwrap_or(Value::Null)
+        });
+        let name = match (&path_name, str_field(&body, "name")?) {
+            (Some(p), Some(b)) if p != b => {
+                return Err(bad("name in the body differs from the webhook in the path"));
+            }
+            (Some(p), _) => p.clone(),
+            (None, Some(b)) => b.to_owned(),
+            (None, None) => return Err(bad("missing required field \"name\"")),
+        };
+        check_name("name", &name)?;
+        if path_name.is_none()
+            && db::channel_get(c, org, KIND, &name)
+                .map_err(dberr)?
+                .is_some()
+        {
+            return Err(ApiError::new(
+                409,
+                format!("webhook {name:?} already exists"),
+            ));
+        }
+        let url = match (str_field(&body, "url")?, &old_secret) {
+            (Some(u), _) => u.to_owned(),
+            (None, Some(s)) => s["url"].as_str().unwrap_or_default().to_owned(),
+            (None, None) => return Err(bad("missing required field \"url\"")),
+        };
+        let parsed = check_url("url", &url)?;
+        let encode_as = match str_field(&body, "encode_as")? {
+            Some(e @ ("json" | "form")) => e.to_owned(),
+            Some(other) => {
+                return Err(bad(format!(
+                    "encode_as must be \"json\" or \"form\", got {other:?}"
+                )));
+            }
+            None => old
+                .as_ref()
+                .and_then(|r| r.public["encode_as"].as_str().map(str::to_owned))
+                .unwrap_or_else(|| "json".into()),
+        };
+        let enc = if encode_as == "form" {
+            Encoding::Form
+        } else {
+            Encoding::Json
+        };
+        let payload = if body.get("payload").is_some() {
+            str_field(&body, "payload")?.map(str::to_owned)
+        } else {
+            old.as_ref()
+                .and_then(|r| r.public["payload"].as_str().map(str::to_owned))
+        };
+        if let Some(p) = &payload {
+            validate_template(p, enc).map_err(|e| bad(format!("payload: {e}")))?;
+        }
+        let headers: Value = if body.get("custom_headers").is_some() {
+            match str_field(&body, "custom_headers")? {
+                None => Value::Null,
+                Some(h) if h.trim().is_empty() => Value::Null,
+                Some(h) => {
+                    let v: Value = serde_json::from_str(h).map_err(|e| {
+                        bad(format!(
+                            "custom_headers must be a JSON object in a string: {e}"
+                        ))
+                    })?;
+                    let o = v.as_object().ok_or_else(|| {
+                        bad("custom_headers must be a JSON object of header names to string values")
+                    })?;
+                    for (k, v) in o {
+                        if hyper::header::HeaderName::from_bytes(k.as_bytes()).is_err() {
+                            return Err(bad(format!(
+                                "custom_headers: {k:?} is not a valid header name"
+                            )));
+                        }
+                        let Some(s) = v.as_str() else {
+                            return Err(bad(format!(
+                                "custom_headers: the value of {k:?} must be a string"
+                            )));
+                        };
+                        if HeaderValue::from_str(s).is_err() {
+                            return Err(bad(format!(
+                                "custom_headers: the value of {k:?} is not a valid header value"
+                            )));
                         }
                     }
-                } else {
-                    old_secret
-                        .as_ref()
-                        .map(|s| s["custom_headers"].clone())
-                        .unwrap_or(Value::Null)
-                };
-                let masked_headers = headers.as_object().map(|o| {
-                    let m: Map<String, Value> =
-                        o.keys().map(|k| (k.clone(), Value::from("********"))).collect();
-                    Value::Object(m).to_string()
-                });
-                let public = json!({
-                    "name": name,
-                    "url": mask_url(&parsed),
-                    "payload": payload,
-                    "custom_headers": masked_headers,
-                    "encode_as": encode_as,
-                });
-                let secret = json!({"url": url, "custom_headers": headers});
-                let sealed = seal(inner, org, KIND, &name, &secret)?;
-                db::channel_put(c, org, KIND, &name, &public, &sealed, now_ms()).map_err(dberr)?;
-                Ok(json_response(200, &public))
-            })
-            .await
-        }
-        _ => Err(ApiError::new(405, "method not allowed")),
-    }
+                    v
+                }
+            }
+        } else {
+            old_secret
+                .as_ref()
+                .map(|s| s["custom_headers"].clone())
+                .unwrap_or(Value::Null)
+        };
+        let masked_headers = headers.as_object().map(|o| {
+            let m: Map<String, Value> = o
+                .keys()
+                .map(|k| (k.clone(), Value::from("********")))
+                .collect();
+            Value::Object(m).to_string()
+        });
+        let public = json!({
+            "name": name,
+            "url": mask_url(&parsed),
+            "payload": payload,
+            "custom_headers": masked_headers,
+            "encode_as": encode_as,
+        });
+        let secret = json!({"url": url, "custom_headers": headers});
+        let sealed = seal(inner, org, KIND, &name, &secret)?;
+        db::channel_put(c, org, KIND, &name, &public, &sealed, now_ms()).map_err(dberr)?;
+        Ok(json_response(200, &public))
+    })
+    .await
 }
 
 async fn pagerduty(state: &App, org: u64, m: Method, name: Option<&str>, req: Req) -> Resp {
     const KIND: &str = "pagerduty";
-    let name = name.map(str::to_owned);
-    match (m, name) {
-        (Method::GET, None) => {
-            let rows = with_db(state, move |_, c| {
-                db::channel_list(c, org, KIND).map_err(dberr)
-            })
-            .await?;
-            ok(json!({"services": rows.into_iter().map(|r| r.public).collect::<Vec<_>>()}))
-        }
-        (Method::GET, Some(n)) => {
-            let r = with_db(state, move |_, c| {
-                db::channel_get(c, org, KIND, &n).map_err(dberr)
-            })
-            .await?
-            .ok_or_else(|| not_found("PagerDuty service"))?;
-            ok(r.public)
-        }
-        (Method::DELETE, Some(n)) => {
-            let gone = with_db(state, move |_, c| {
-                db::channel_delete(c, org, KIND, &n).map_err(dberr)
-            })
-            .await?;
-            if !gone {
-                return Err(not_found("PagerDuty service"));
-            }
-            ok(json!({}))
-        }
-        (m @ (Method::POST | Method::PUT), path_name) => {
-            if (m == Method::POST) != path_name.is_none() {
-                return Err(ApiError::new(
-                    405,
-                    "use POST on the collection, PUT on a service",
-                ));
-            }
-            let body = body_json(req).await?;
-            let name = match (&path_name, str_field(&body, "service_name")?) {
-                (Some(p), _) => p.clone(),
-                (None, Some(b)) => b.to_owned(),
-                (None, None) => return Err(bad("missing required field \"service_name\"")),
-            };
-            check_name("service_name", &name)?;
-            let key = str_field(&body, "service_key")?
-                .ok_or_else(|| bad("missing required field \"service_key\""))?
-                .to_owned();
-            if key.len() != 32 || !key.chars().all(|c| c.is_ascii_alphanumeric()) {
-                return Err(bad(
-                    "service_key must be the service's 32-character Events API v2 integration (routing) key",
-                ));
-            }
-            with_db(state, move |inner, c| {
-                let public = json!({"service_name": name, "service_key": "*****"});
-                let sealed = seal(inner, org, KIND, &name, &json!({"service_key": key}))?;
-                db::channel_put(c, org, KIND, &name, &public, &sealed, now_ms()).map_err(dberr)?;
-                Ok(json_response(200, &public))
-            })
-            .await
-        }
-        _ => Err(ApiError::new(405, "method not allowed")),
+    let names = ChannelNames {
+        item: "service",
+        what: "PagerDuty service",
+        list_key: Some("services"),
+    };
+    let path_name = match channel_common(state, org, KIND, m, name, names).await? {
+        ChannelOp::Done(r) => return Ok(r),
+        ChannelOp::Write(path_name) => path_name,
+    };
+    let body = body_json(req).await?;
+    let name = match (&path_name, str_field(&body, "service_name")?) {
+        (Some(p), _) => p.clone(),
+        (None, Some(b)) => b.to_owned(),
+        (None, None) => return Err(bad("missing required field \"service_name\"")),
+    };
+    check_name("service_name", &name)?;
+    let key = str_field(&body, "service_key")?
+        .ok_or_else(|| bad("missing required field \"service_key\""))?
+        .to_owned();
+    if key.len() != 32 || !key.chars().all(|c| c.is_ascii_alphanumeric()) {
+        return Err(bad(
+            "service_key must be the service's 32-character Events API v2 integration (routing) key",
+        ));
     }
+    with_db(state, move |inner, c| {
+        let public = json!({"service_name": name, "service_key": "*****"});
+        let sealed = seal(inner, org, KIND, &name, &json!({"service_key": key}))?;
+        db::channel_put(c, org, KIND, &name, &public, &sealed, now_ms()).map_err(dberr)?;
+        Ok(json_response(200, &public))
+    })
+    .await
 }
 
 async fn slack(state: &App, org: u64, m: Method, name: Option<&str>, req: Req) -> Resp {
     const KIND: &str = "slack";
-    let name = name.map(str::to_owned);
-    match (m, name) {
-        (Method::GET, None) => {
-            let rows = with_db(state, move |_, c| {
-                db::channel_list(c, org, KIND).map_err(dberr)
-            })
-            .await?;
-            ok(json!({"channels": rows.into_iter().map(|r| r.public).collect::<Vec<_>>()}))
-        }
-        (Method::GET, Some(n)) => {
-            let r = with_db(state, move |_, c| {
-                db::channel_get(c, org, KIND, &n).map_err(dberr)
-            })
-            .await?
-            .ok_or_else(|| not_found("Slack channel"))?;
-            ok(r.public)
-        }
-        (Method::DELETE, Some(n)) => {
-            let gone = with_db(state, move |_, c| {
-                db::channel_delete(c, org, KIND, &n).map_err(dberr)
-            })
-            .await?;
-            if !gone {
-                return Err(not_found("Slack channel"));
-            }
-            ok(json!({}))
-        }
-        (m @ (Method::POST | Method::PUT), path_name) => {
-            if (m == Method::POST) != path_name.is_none() {
-                return Err(ApiError::new(
-                    405,
-                    "use POST on the collection, PUT on a channel",
-                ));
-            }
-            let body = body_json(req).await?;
-            let name = match (&path_name, str_field(&body, "name")?) {
-                (Some(p), _) => p.clone(),
-                (None, Some(b)) => b.trim_start_matches('#').to_owned(),
-                (None, None) => return Err(bad("missing required field \"name\"")),
-            };
-            check_name("name", &name)?;
-            let url = str_field(&body, "url")?
-                .ok_or_else(|| bad("missing required field \"url\" (the incoming-webhook URL)"))?
-                .to_owned();
-            let parsed = check_url("url", &url)?;
-            with_db(state, move |inner, c| {
-                let public = json!({"name": name, "url": mask_url(&parsed)});
-                let sealed = seal(inner, org, KIND, &name, &json!({"url": url}))?;
-                db::channel_put(c, org, KIND, &name, &public, &sealed, now_ms()).map_err(dberr)?;
-                Ok(json_response(200, &public))
-            })
-            .await
-        }
-        _ => Err(ApiError::new(405, "method not allowed")),
-    }
+    let names = ChannelNames {
+        item: "channel",
+        what: "Slack channel",
+        list_key: Some("channels"),
+    };
+    let path_name = match channel_common(state, org, KIND, m, name, names).await? {
+        ChannelOp::Done(r) => return Ok(r),
+        ChannelOp::Write(path_name) => path_name,
+    };
+    let body = body_json(req).await?;
+    let name = match (&path_name, str_field(&body, "name")?) {
+        (Some(p), _) => p.clone(),
+        (None, Some(b)) => b.trim_start_matches('#').to_owned(),
+        (None, None) => return Err(bad("missing required field \"name\"")),
+    };
+    check_name("name", &name)?;
+    let url = str_field(&body, "url")?
+        .ok_or_else(|| bad("missing required field \"url\" (the incoming-webhook URL)"))?
+        .to_owned();
+    let parsed = check_url("url", &url)?;
+    with_db(state, move |inner, c| {
+        let public = json!({"name": name, "url": mask_url(&parsed)});
+        let sealed = seal(inner, org, KIND, &name, &json!({"url": url}))?;
+        db::channel_put(c, org, KIND, &name, &public, &sealed, now_ms()).map_err(dberr)?;
+        Ok(json_response(200, &public))
+    })
+    .await
 }
 
 // ------------------------------------------------------------------ escalation policies
