@@ -383,21 +383,7 @@ fn denylisted_ips_and_users_and_user_tracking() {
         let r = get(a.port, "/me", &[("x-user", "mallory")]);
         assert_eq!(r.status, 403, "{mode}: blocked user");
         let login = |user: &str, pw: &str| {
-            let body = format!("user={user}&password={}", pw.replace(' ', "+"));
-            send(
-                a.port,
-                &HttpReq {
-                    id: "login".into(),
-                    method: "POST".into(),
-                    target: "/login".into(),
-                    headers: vec![(
-                        "content-type".into(),
-                        "application/x-www-form-urlencoded".into(),
-                    )],
-                    body: body.into_bytes(),
-                },
-            )
-            .expect("login")
+            send(a.port, &HttpReq::login("login".into(), None, user, pw)).expect("login")
         };
         assert_eq!(
             login("mallory", "correct horse").status,

@@ -308,19 +308,12 @@ async fn attacks_and_credential_stuffing_reach_the_server() {
     // Credential stuffing: 50 users, one IP, behind the trusted proxy, within a minute.
     let started = Instant::now();
     for i in 0..50 {
-        let req = common::HttpReq {
-            id: format!("login-{i}"),
-            method: "POST".into(),
-            target: "/login".into(),
-            headers: vec![
-                ("x-forwarded-for".into(), "198.51.100.66".into()),
-                (
-                    "content-type".into(),
-                    "application/x-www-form-urlencoded".into(),
-                ),
-            ],
-            body: format!("user=victim{i:02}&password=hunter{i}").into_bytes(),
-        };
+        let req = common::HttpReq::login(
+            format!("login-{i}"),
+            Some("198.51.100.66"),
+            &format!("victim{i:02}"),
+            &format!("hunter{i}"),
+        );
         let r = common::send(app.port, &req).unwrap();
         assert_eq!(r.status, 401);
     }

@@ -174,19 +174,12 @@ async fn attacks_on_protected_app_gate_ci_with_curl_and_jq() {
     }
     assert_eq!(answered, 30);
     for i in 0..12 {
-        let req = common::HttpReq {
-            id: format!("login-{i}"),
-            method: "POST".into(),
-            target: "/login".into(),
-            headers: vec![
-                ("x-forwarded-for".into(), "198.51.100.77".into()),
-                (
-                    "content-type".into(),
-                    "application/x-www-form-urlencoded".into(),
-                ),
-            ],
-            body: format!("user=victim{i:02}&password=wrong{i}").into_bytes(),
-        };
+        let req = common::HttpReq::login(
+            format!("login-{i}"),
+            Some("198.51.100.77"),
+            &format!("victim{i:02}"),
+            &format!("wrong{i}"),
+        );
         common::send(app.port, &req).unwrap();
     }
     flush(&app);

@@ -36,6 +36,25 @@ pub struct HttpReq {
 }
 
 impl HttpReq {
+    /// A form login to `protected_app`'s `POST /login`, optionally from `forwarded_for`
+    /// (honoured when the test trusts the loopback proxy).
+    pub fn login(id: String, forwarded_for: Option<&str>, user: &str, password: &str) -> HttpReq {
+        let mut headers = vec![(
+            "content-type".to_string(),
+            "application/x-www-form-urlencoded".to_string(),
+        )];
+        if let Some(ip) = forwarded_for {
+            headers.insert(0, ("x-forwarded-for".into(), ip.into()));
+        }
+        HttpReq {
+            id,
+            method: "POST".into(),
+            target: "/login".into(),
+            headers,
+            body: format!("user={user}&password={}", password.replace(' ', "+")).into_bytes(),
+        }
+    }
+
     pub fn to_bytes(&self, port: u16, keep_alive: bool) -> Vec<u8> {
         let mut out = format!(
             "{} {} HTTP/1.1\r\nhost: 127.0.0.1:{port}\r\n",
