@@ -49,7 +49,7 @@ pub(crate) fn decode(
         }
         let mut de = serde_json::Deserializer::from_slice(body);
         let traces = de
-            .deserialize_seq(TracesV04)
+            .deserialize_seq(TRACES_V04)
             .map_err(|e| DecodeError(format!("invalid JSON trace payload: {e}")))?;
         de.end()
             .map_err(|e| DecodeError(format!("invalid JSON trace payload: {e}")))?;
@@ -63,7 +63,7 @@ pub(crate) fn decode(
     let mut de = rmp_serde::Deserializer::new(body);
     de.set_max_depth(MAX_DEPTH);
     let traces = match version {
-        Version::V04 => de.deserialize_seq(TracesV04),
+        Version::V04 => de.deserialize_seq(TRACES_V04),
         Version::V05 => de.deserialize_seq(PayloadV05),
     }
     .map_err(|e| DecodeError(format!("invalid msgpack trace payload: {e}")))?;
@@ -357,55 +357,59 @@ map_seed!(MetaStructSeed, BytesMap, BTreeMap<String, Vec<u8>>);
 
 // --- v0.4 ----------------------------------------------------------------------------------
 
-struct TracesV04;
-
-impl<'de> Visitor<'de> for TracesV04 {
-    type Value = Vec<Vec<Span>>;
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("an array of traces")
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut s: A) -> Result<Self::Value, A::Error> {
-        let mut out = Vec::with_capacity(cautious(s.size_hint()));
-        let mut i = 0usize;
-        while let Some(t) = s
-            .next_element_seed(TraceV04)
-            .map_err(|e| A::Error::custom(format!("trace {i}: {e}")))?
-        {
-            out.push(t);
-            i += 1;
-        }
-        Ok(out)
-    }
+/// An array whose elements `seed` reads; an element's error is prefixed with `<label> <i>: `,
+/// so a refusal names the trace and span at fault. One type for every level of both formats.
+#[derive(Clone, Copy)]
+struct Labeled<S> {
+    seed: S,
+    /// Plural, for "an array of ...".
+    what: &'static str,
+    label: &'static str,
 }
 
-struct TraceV04;
-
-impl<'de> DeserializeSeed<'de> for TraceV04 {
-    type Value = Vec<Span>;
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Vec<Span>, D::Error> {
+impl<'de, S: DeserializeSeed<'de> + Copy> DeserializeSeed<'de> for Labeled<S> {
+    type Value = Vec<S::Value>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
         d.deserialize_seq(self)
     }
 }
 
-impl<'de> Visitor<'de> for TraceV04 {
-    type Value = Vec<Span>;
+impl<'de, S: DeserializeSeed<'de> + Copy> Visitor<'de> for Labeled<S> {
+    type Value = Vec<S::Value>;
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("an array of spans")
+        write!(f, "an array of {}", self.what)
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut s: A) -> Result<Self::Value, A::Error> {
         let mut out = Vec::with_capacity(cautious(s.size_hint()));
         let mut i = 0usize;
-        while let Some(span) = s
-            .next_element_seed(SpanV04)
-            .map_err(|e| A::Error::custom(format!("span {i}: {e}")))?
+        while let Some(v) = s
+            .next_element_seed(self.seed)
+            .map_err(|e| A::Error::custom(format!("{} {i}: {e}", self.label)))?
         {
-            out.push(span);
+            out.push(v);
             i += 1;
         }
         Ok(out)
     }
 }
 
+/// `[[span, ...], ...]` for a span reader.
+const fn traces_of<S>(span: S) -> Labeled<Labeled<S>> {
+    Labeled {
+        seed: Labeled {
+            seed: span,
+            what: "spans",
+            label: "span",
+        },
+        what: "traces",
+        label: "trace",
+    }
+}
+
+const TRACES_V04: Labeled<Labeled<SpanV04>> = traces_of(SpanV04);
+const TRACES_V05: Labeled<Labeled<SpanV05>> = traces_of(SpanV05);
+
+#[derive(Clone, Copy)]
 struct SpanV04;
 
 impl<'de> DeserializeSeed<'de> for SpanV04 {
@@ -492,7 +496,7 @@ impl<'de> Visitor<'de> for PayloadV05 {
             .map_err(|e| A::Error::custom(format!("string table: {e}")))?
             .ok_or_else(|| A::Error::custom("v0.5 payload: missing the string table"))?;
         let raw = s
-            .next_element_seed(TracesV05)?
+            .next_element_seed(TRACES_V05)?
             .ok_or_else(|| A::Error::custom("v0.5 payload: missing the traces array"))?;
         if s.next_element::<IgnoredAny>()?.is_some() {
             return Err(A::Error::custom(
@@ -562,62 +566,7 @@ impl<'de> Visitor<'de> for StringTable {
     }
 }
 
-struct TracesV05;
-
-impl<'de> DeserializeSeed<'de> for TracesV05 {
-    type Value = Vec<Vec<RawV05>>;
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        d.deserialize_seq(self)
-    }
-}
-
-impl<'de> Visitor<'de> for TracesV05 {
-    type Value = Vec<Vec<RawV05>>;
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("an array of traces")
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut s: A) -> Result<Self::Value, A::Error> {
-        let mut out = Vec::with_capacity(cautious(s.size_hint()));
-        let mut t = 0usize;
-        while let Some(trace) = s
-            .next_element_seed(TraceV05)
-            .map_err(|e| A::Error::custom(format!("trace {t}: {e}")))?
-        {
-            out.push(trace);
-            t += 1;
-        }
-        Ok(out)
-    }
-}
-
-struct TraceV05;
-
-impl<'de> DeserializeSeed<'de> for TraceV05 {
-    type Value = Vec<RawV05>;
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        d.deserialize_seq(self)
-    }
-}
-
-impl<'de> Visitor<'de> for TraceV05 {
-    type Value = Vec<RawV05>;
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("an array of spans")
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut s: A) -> Result<Self::Value, A::Error> {
-        let mut out = Vec::with_capacity(cautious(s.size_hint()));
-        let mut n = 0usize;
-        while let Some(span) = s
-            .next_element_seed(SpanV05)
-            .map_err(|e| A::Error::custom(format!("span {n}: {e}")))?
-        {
-            out.push(span);
-            n += 1;
-        }
-        Ok(out)
-    }
-}
-
+#[derive(Clone, Copy)]
 struct SpanV05;
 
 impl<'de> DeserializeSeed<'de> for SpanV05 {
