@@ -556,6 +556,16 @@ async fn create_rule(
     rule.version = 1;
     rule.created_at = crate::now_secs() * 1000;
     rule.updated_at = rule.created_at;
+    save_rule(state, org, rule).await
+}
+
+/// Stores a created or updated rule, makes the engine reload the org's rules, and answers
+/// with the rule.
+async fn save_rule(
+    state: &Arc<AppState>,
+    org: u64,
+    rule: Rule,
+) -> Result<Response<Full<Bytes>>, ApiError> {
     let shared = state.security.shared.clone();
     let r2 = rule.clone();
     blocking(move || {
@@ -615,19 +625,7 @@ async fn update_rule(
     rule.created_at = old.created_at;
     rule.version = old.version + 1;
     rule.updated_at = crate::now_secs() * 1000;
-    let shared = state.security.shared.clone();
-    let r2 = rule.clone();
-    blocking(move || {
-        shared
-            .db
-            .lock()
-            .map_err(|e| db_err(e.to_string()))?
-            .put_rule(org, &r2)
-            .map_err(db_err)
-    })
-    .await?;
-    state.security.reload(org);
-    Ok(json_ok(&rule.to_response()))
+    save_rule(state, org, rule).await
 }
 
 async fn delete_rule(
